@@ -1,0 +1,88 @@
+//! winddown's own failures. Job and hook failures stay `anyhow::Error`; the
+//! refusals of `submit` (which hand the job back) live in `submit.rs`.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+/// Why a runtime, pool or background thread could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A pool was asked for zero workers.
+    ZeroWorkers {
+        /// The pool's name.
+        pool: String,
+    },
+    /// A pool or thread name was empty or held a NUL byte.
+    InvalidName(String),
+    /// Two pools or threads were given the same name.
+    DuplicateName(String),
+    /// The runtime is already stopping; nothing new can start.
+    Stopping,
+    /// The OS refused to spawn a thread (the cause is in `source()`).
+    Spawn(io::Error),
+    /// Signal handling could not be installed (the cause is in `source()`).
+    Signals(InstallError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroWorkers { pool } => {
+                write!(f, "pool {pool:?} needs at least one worker")
+            }
+            BuildError::InvalidName(name) => write!(f, "invalid thread name {name:?}"),
+            BuildError::DuplicateName(name) => write!(f, "name {name:?} is already in use"),
+            BuildError::Stopping => f.write_str("the runtime is already stopping"),
+            BuildError::Spawn(_) => f.write_str("failed to spawn a thread"),
+            BuildError::Signals(_) => f.write_str("failed to install signal handling"),
+        }
+    }
+}
+
+impl Error for BuildError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            BuildError::Spawn(e) => Some(e),
+            BuildError::Signals(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InstallError> for BuildError {
+    fn from(e: InstallError) -> Self {
+        BuildError::Signals(e)
+    }
+}
+
+/// Why the process-wide signal handler could not be installed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// Another part of the program already set a `ctrlc` handler; a process
+    /// can have only one.
+    HandlerTaken(ctrlc::Error),
+    /// The platform refused (the cause is in `source()`).
+    Platform(ctrlc::Error),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstallError::HandlerTaken(_) => {
+                f.write_str("another signal handler is already installed in this process")
+            }
+            InstallError::Platform(_) => f.write_str("the platform refused the signal handler"),
+        }
+    }
+}
+
+impl Error for InstallError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            InstallError::HandlerTaken(e) | InstallError::Platform(e) => Some(e),
+        }
+    }
+}

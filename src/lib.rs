@@ -1,0 +1,134 @@
+//! Graceful shutdown for programs that do their work on OS threads.
+//!
+//! winddown turns Ctrl-C or SIGTERM into an orderly stop — **stop accepting
+//! new work → drain in-flight work → release resources → exit** — within a
+//! deadline, losing no job, and tells you what happened in a [`Report`]. It is
+//! a blocking runtime: no async anywhere.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! use std::time::Duration;
+//! use winddown::Runtime;
+//!
+//! fn main() -> anyhow::Result<ExitCode> {
+//!     let mut rt = Runtime::builder().grace(Duration::from_secs(10)).build()?;
+//!     let jobs = rt.pool::<u64>("hash").workers(4).start(|n, _token| {
+//!         let _digest = (0..n).fold(0u64, |h, i| h.rotate_left(5) ^ i);
+//!         Ok(())
+//!     })?;
+//!     rt.on_release("flush", Duration::from_secs(1), || Ok(()));
+//!     std::thread::spawn(move || {
+//!         // A producer stops as soon as `submit` hands its job back.
+//!         for n in 0..1_000_000 {
+//!             if jobs.submit(n).is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//!     let report = rt.run(); // Ctrl-C once: drain; twice: exit now
+//!     eprintln!("{report}");
+//!     Ok(report.process_exit_code())
+//! }
+//! ```
+//!
+//! # Lifecycle
+//!
+//! ```text
+//! Running ─trigger─► StopAccepting ─► Draining ─(all joined)──────────► Releasing ─► Done
+//!                                        └─(deadline)─► HardStop ─(kill grace)─┘
+//! ```
+//!
+//! * **Trigger.** A signal (SIGINT, SIGTERM, SIGHUP), [`Handle::request`], a
+//!   failed job in a [fail-fast](PoolBuilder::fail_fast) pool, dropping the
+//!   runtime, or completion: every pool closed (all [`Submitter`]s dropped)
+//!   and drained. The first trigger's [`StopReason`] wins.
+//! * **StopAccepting.** Every [`Token`] reports stopping, every queue
+//!   closes, blocked `submit`s return their jobs, stop-accepting hooks run.
+//! * **Draining.** Workers finish what they hold — and, under
+//!   [`DrainPolicy::Finish`], what is queued — and exit between jobs. The
+//!   runtime joins them on a channel with a deadline (`grace`).
+//! * **HardStop.** At the deadline the hard token fires; after the kill grace
+//!   the threads still running are named in the report and detached.
+//! * **Releasing.** Release hooks run, last registered first, each bounded by
+//!   its budget, each exactly once.
+//! * **Done.** [`Runtime::run`] returns the [`Report`].
+//!
+//! A second signal while a stop is under way ends the process at once with
+//! exit code 130, unless [turned off](Builder::force_exit_on_second_signal).
+//!
+//! # Exit codes
+//!
+//! The library never exits by itself (except on the second signal); it hands
+//! the program a code in [`Report::exit_code`]:
+//!
+//! | outcome | code |
+//! | --- | --- |
+//! | completed or requested, nothing failed | 0 |
+//! | stopped by a signal, drained cleanly | 130 |
+//! | a job failed or panicked, a hook failed or timed out, a background thread failed, or a thread was stuck | 1 |
+//!
+//! Override them with [`Builder::exit_codes`].
+//!
+//! # Guarantees
+//!
+//! 1. **Nothing lost.** For every pool, `submitted = succeeded + failed +
+//!    panicked + handed_back + abandoned` ([`PoolReport::is_balanced`]); a
+//!    refused submit returns the job in its error.
+//! 2. **No hang.** From the trigger, `run` returns within grace + kill grace
+//!    + the hook budgets.
+//! 3. **No busy waiting.** Every wake-up is a channel message, a disconnect
+//!    or a deadline; an idle runtime uses no CPU.
+//! 4. **Jobs are not cut.** Workers stop between jobs; mid-job only where the
+//!    job checks [`Token::is_hard_stopping`].
+//! 5. **No exit with cleanup pending**, except the second signal.
+//! 6. **Release hooks run exactly once**, in reverse order.
+//! 7. **Threads carry names**: `<pool>-<i>` or the name given.
+//!
+//! # Limitations
+//!
+//! * SIGKILL cannot be caught; nothing runs.
+//! * A thread stuck in a blocking call that ignores tokens cannot be stopped:
+//!   it is named in [`Report::stuck`] and detached, and the process exits
+//!   around it.
+//! * The process has one `ctrlc` handler; a program that sets its own gets
+//!   [`InstallError::HandlerTaken`] when a runtime asks for signals.
+//!
+//! # Unsafe
+//!
+//! This crate has `#![forbid(unsafe_code)]`: the unsafe parts live in
+//! crossbeam-channel, parking_lot and ctrlc, behind their safe APIs.
+//!
+//! # Foreign types in the API
+//!
+//! [`crossbeam_channel::Receiver`] (from [`Token::receiver`], for `select!`)
+//! and [`anyhow::Error`] (job and hook results).
+
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod hooks;
+mod join;
+mod phase;
+mod pool;
+mod report;
+mod runtime;
+mod signal;
+mod submit;
+mod thread;
+mod token;
+
+pub use crate::error::{BuildError, InstallError};
+pub use crate::phase::Phase;
+pub use crate::pool::{DrainPolicy, PoolBuilder};
+pub use crate::report::{
+    ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolReport, Report, StuckThread,
+    ThreadOutcome, ThreadReport, Timings,
+};
+pub use crate::runtime::{
+    Builder, Handle, Runtime, DEFAULT_GRACE, DEFAULT_HOOK_BUDGET, DEFAULT_KILL_GRACE,
+};
+pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
+pub use crate::token::{StopReason, StopSource, Token};

@@ -1,0 +1,462 @@
+//! The way into a pool: [`Submitter`], and the errors that hand a refused job
+//! back to its caller.
+//!
+//! The runtime owns the only `Sender` of each pool's channel, inside `Queue`;
+//! submitters borrow it under a read lock for the length of one call. Closing
+//! takes the write lock and drops the sender, so the channel really
+//! disconnects (crossbeam disconnects only when *every* sender is gone), and
+//! once `close` returns no submit is still in flight: the `submitted` count is
+//! final.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use parking_lot::RwLock;
+
+use crate::token::{StopReason, StopSource};
+
+// ===== Queue =====
+
+/// The submit side of one pool.
+#[derive(Debug)]
+pub(crate) struct Queue<T> {
+    pub(crate) name: Arc<str>,
+    /// `Some` while the pool accepts work. Written (taken) once, by `close`.
+    sender: RwLock<Option<Sender<T>>>,
+    /// Stopped by `close`, and by the runtime's root through the token tree.
+    /// Blocked submits wait on its receiver alongside the channel.
+    closed: StopSource,
+    /// `closed`'s receiver, kept so a blocked submit need not build a token.
+    closed_rx: Receiver<()>,
+    /// Live `Submitter`s; the last one to drop closes the pool.
+    submitters: AtomicUsize,
+    /// Jobs that entered the channel. Incremented under the read lock right
+    /// after a successful send; `Relaxed` is enough because the report reads
+    /// it only after `close` took the write lock, which orders every earlier
+    /// increment before the read.
+    pub(crate) submitted: AtomicU64,
+}
+
+enum Refused<T> {
+    Full(T),
+    Timeout(T),
+    Stopped(T),
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new(name: Arc<str>, sender: Sender<T>, closed: StopSource) -> Queue<T> {
+        Queue {
+            name,
+            sender: RwLock::new(Some(sender)),
+            closed_rx: closed.token().receiver().clone(),
+            closed,
+            submitters: AtomicUsize::new(0),
+            submitted: AtomicU64::new(0),
+        }
+    }
+
+    /// Refuses new work: wakes blocked submits (they return their jobs), then
+    /// drops the only sender once no submit is in flight. Idempotent.
+    pub(crate) fn close(&self) {
+        self.closed
+            .stop(StopReason::Requested(format!("pool {} closed", self.name)));
+        let sender = self.sender.write().take();
+        drop(sender);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_stopping()
+    }
+
+    /// Sends `job`, blocking until `deadline` (`None`: forever) if `block`.
+    fn send(&self, job: T, block: bool, deadline: Option<Instant>) -> Result<(), Refused<T>> {
+        let guard = self.sender.read();
+        let Some(tx) = guard.as_ref() else {
+            return Err(Refused::Stopped(job));
+        };
+        let mut job = job;
+        loop {
+            // Checked first on every round, so a submit that is woken by the
+            // stop refuses even if the queue has room at the same moment.
+            if self.closed.is_stopping() {
+                return Err(Refused::Stopped(job));
+            }
+            match tx.try_send(job) {
+                Ok(()) => {
+                    self.submitted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(TrySendError::Disconnected(j)) => return Err(Refused::Stopped(j)),
+                Err(TrySendError::Full(j)) if !block => return Err(Refused::Full(j)),
+                Err(TrySendError::Full(j)) => job = j,
+            }
+            // Block until the channel has room or the pool closes. `ready`
+            // does not perform the send, so the job stays in our hands either
+            // way (a `select!` send arm would drop it if the other arm won).
+            let mut sel = Select::new();
+            sel.send(tx);
+            sel.recv(&self.closed_rx);
+            let ready = match deadline {
+                None => Ok(sel.ready()),
+                Some(d) => sel.ready_deadline(d),
+            };
+            if ready.is_err() {
+                return Err(Refused::Timeout(job));
+            }
+        }
+    }
+}
+
+// ===== Submitter =====
+
+/// A cloneable handle through which producers hand jobs to a pool.
+///
+/// Producers never hold the channel's `Sender`: the runtime keeps the only
+/// one, so that stopping can disconnect the channel. Every refusal returns
+/// the job inside the error, so nothing is lost.
+///
+/// The pool is *closed* — "no more work" — when every `Submitter` has been
+/// dropped or [`close`](Submitter::close) is called. When every pool is closed
+/// and drained, the run completes by itself.
+///
+/// # Examples
+///
+/// ```
+/// use winddown::Runtime;
+///
+/// let mut rt = Runtime::builder().signals(false).build()?;
+/// let submitter = rt.pool::<u32>("square").workers(2).start(|n, _token| {
+///     let _ = n * n;
+///     Ok(())
+/// })?;
+/// for n in 0..100 {
+///     submitter.submit(n).expect("running, so accepted");
+/// }
+/// drop(submitter); // no more work: the run completes when the queue drains
+/// let report = rt.run();
+/// assert_eq!(report.pools[0].succeeded, 100);
+/// # Ok::<(), winddown::BuildError>(())
+/// ```
+pub struct Submitter<T> {
+    queue: Arc<Queue<T>>,
+}
+
+impl<T> Submitter<T> {
+    pub(crate) fn new(queue: Arc<Queue<T>>) -> Submitter<T> {
+        queue.submitters.fetch_add(1, Ordering::Relaxed);
+        Submitter { queue }
+    }
+
+    /// Submits `job`, blocking while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// Returns the job inside [`SubmitError`] once the pool is closed or the
+    /// runtime is stopping — also when this call was already blocked when
+    /// the stop began.
+    pub fn submit(&self, job: T) -> Result<(), SubmitError<T>> {
+        self.queue.send(job, true, None).map_err(|r| match r {
+            Refused::Full(j) | Refused::Timeout(j) | Refused::Stopped(j) => SubmitError(j),
+        })
+    }
+
+    /// Submits `job` if the queue has room now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySubmitError::Full`] if the queue is full (a zero-capacity pool is
+    /// "full" unless a worker is waiting right now), [`TrySubmitError::Stopped`]
+    /// once the pool is closed or stopping. Both hold the job.
+    pub fn try_submit(&self, job: T) -> Result<(), TrySubmitError<T>> {
+        self.queue.send(job, false, None).map_err(|r| match r {
+            Refused::Full(j) | Refused::Timeout(j) => TrySubmitError::Full(j),
+            Refused::Stopped(j) => TrySubmitError::Stopped(j),
+        })
+    }
+
+    /// Submits `job`, blocking at most `timeout` while the queue is full. A
+    /// timeout too large to add to now blocks without limit.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitTimeoutError::Timeout`] if the queue stayed full,
+    /// [`SubmitTimeoutError::Stopped`] once the pool is closed or stopping.
+    /// Both hold the job.
+    pub fn submit_timeout(&self, job: T, timeout: Duration) -> Result<(), SubmitTimeoutError<T>> {
+        self.submit_until(job, Instant::now().checked_add(timeout))
+    }
+
+    /// Submits `job`, blocking until `deadline` at most while the queue is
+    /// full.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_timeout`](Submitter::submit_timeout).
+    pub fn submit_deadline(&self, job: T, deadline: Instant) -> Result<(), SubmitTimeoutError<T>> {
+        self.submit_until(job, Some(deadline))
+    }
+
+    fn submit_until(&self, job: T, deadline: Option<Instant>) -> Result<(), SubmitTimeoutError<T>> {
+        self.queue.send(job, true, deadline).map_err(|r| match r {
+            Refused::Full(j) | Refused::Timeout(j) => SubmitTimeoutError::Timeout(j),
+            Refused::Stopped(j) => SubmitTimeoutError::Stopped(j),
+        })
+    }
+
+    /// Submits every job of `jobs` in order, blocking while the queue is
+    /// full, and returns how many were submitted.
+    ///
+    /// # Errors
+    ///
+    /// When the pool closes or stops, returns a [`FeedError`] holding the
+    /// refused job and the rest of the iterator, untouched, so the caller can
+    /// account for every job that did not go in.
+    ///
+    /// ```
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let submitter = rt.pool::<u32>("p").start(|_, _| Ok(()))?;
+    /// submitter.close();
+    /// let err = submitter.feed(0..5).unwrap_err();
+    /// assert_eq!(err.submitted, 0);
+    /// assert_eq!(err.into_unsubmitted().collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn feed<I>(&self, jobs: I) -> Result<u64, FeedError<T, I::IntoIter>>
+    where
+        I: IntoIterator<Item = T>,
+    {
+        let mut rest = jobs.into_iter();
+        let mut submitted = 0;
+        while let Some(job) = rest.next() {
+            if let Err(SubmitError(job)) = self.submit(job) {
+                return Err(FeedError {
+                    job,
+                    rest,
+                    submitted,
+                });
+            }
+            submitted += 1;
+        }
+        Ok(submitted)
+    }
+
+    /// Closes the pool for every submitter: "no more work". Jobs already
+    /// queued still run; blocked submits return their jobs. Idempotent.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    /// Returns `true` once the pool is closed or the runtime is stopping.
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Returns the pool's name.
+    pub fn pool_name(&self) -> &str {
+        &self.queue.name
+    }
+}
+
+impl<T> Clone for Submitter<T> {
+    fn clone(&self) -> Self {
+        Submitter::new(self.queue.clone())
+    }
+}
+
+impl<T> Drop for Submitter<T> {
+    fn drop(&mut self) {
+        // AcqRel: the last submitter to leave must see every other's
+        // departure before it closes the pool.
+        if self.queue.submitters.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.queue.close();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Submitter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submitter")
+            .field("pool", &&*self.queue.name)
+            .field("is_closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== Errors =====
+
+/// The pool is closed or the runtime is stopping; the job is returned.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SubmitError<T>(pub T);
+
+impl<T> SubmitError<T> {
+    /// Returns the refused job.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubmitError(..)")
+    }
+}
+
+impl<T> fmt::Display for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("submitting to a stopped pool")
+    }
+}
+
+impl<T: Send> Error for SubmitError<T> {}
+
+/// Why [`Submitter::try_submit`] refused a job; the job is inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySubmitError<T> {
+    /// The queue is full.
+    Full(T),
+    /// The pool is closed or the runtime is stopping.
+    Stopped(T),
+}
+
+impl<T> TrySubmitError<T> {
+    /// Returns the refused job.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySubmitError::Full(j) | TrySubmitError::Stopped(j) => j,
+        }
+    }
+
+    /// Returns `true` if the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySubmitError::Full(_))
+    }
+
+    /// Returns `true` if the pool was closed or stopping.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, TrySubmitError::Stopped(_))
+    }
+}
+
+impl<T> From<SubmitError<T>> for TrySubmitError<T> {
+    fn from(e: SubmitError<T>) -> Self {
+        TrySubmitError::Stopped(e.0)
+    }
+}
+
+impl<T> fmt::Debug for TrySubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySubmitError::Full(_) => f.write_str("Full(..)"),
+            TrySubmitError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySubmitError::Full(_) => f.write_str("submitting to a full pool"),
+            TrySubmitError::Stopped(_) => f.write_str("submitting to a stopped pool"),
+        }
+    }
+}
+
+impl<T: Send> Error for TrySubmitError<T> {}
+
+/// Why [`Submitter::submit_timeout`] refused a job; the job is inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum SubmitTimeoutError<T> {
+    /// The queue stayed full until the timeout.
+    Timeout(T),
+    /// The pool is closed or the runtime is stopping.
+    Stopped(T),
+}
+
+impl<T> SubmitTimeoutError<T> {
+    /// Returns the refused job.
+    pub fn into_inner(self) -> T {
+        match self {
+            SubmitTimeoutError::Timeout(j) | SubmitTimeoutError::Stopped(j) => j,
+        }
+    }
+
+    /// Returns `true` if the queue stayed full until the timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SubmitTimeoutError::Timeout(_))
+    }
+
+    /// Returns `true` if the pool was closed or stopping.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, SubmitTimeoutError::Stopped(_))
+    }
+}
+
+impl<T> From<SubmitError<T>> for SubmitTimeoutError<T> {
+    fn from(e: SubmitError<T>) -> Self {
+        SubmitTimeoutError::Stopped(e.0)
+    }
+}
+
+impl<T> fmt::Debug for SubmitTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
+            SubmitTimeoutError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SubmitTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitTimeoutError::Timeout(_) => f.write_str("timed out submitting to a full pool"),
+            SubmitTimeoutError::Stopped(_) => f.write_str("submitting to a stopped pool"),
+        }
+    }
+}
+
+impl<T: Send> Error for SubmitTimeoutError<T> {}
+
+/// [`Submitter::feed`] stopped early: the pool closed or is stopping.
+///
+/// Holds the refused job and the rest of the iterator, so the caller can
+/// account for everything that did not go in.
+#[non_exhaustive]
+pub struct FeedError<T, I> {
+    /// The job that was refused.
+    pub job: T,
+    /// The jobs not yet taken from the iterator.
+    pub rest: I,
+    /// How many jobs were submitted before the refusal.
+    pub submitted: u64,
+}
+
+impl<T, I: Iterator<Item = T>> FeedError<T, I> {
+    /// Returns every job that was not submitted: the refused one, then the
+    /// rest of the iterator.
+    pub fn into_unsubmitted(self) -> std::iter::Chain<std::iter::Once<T>, I> {
+        std::iter::once(self.job).chain(self.rest)
+    }
+}
+
+impl<T, I> fmt::Debug for FeedError<T, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedError")
+            .field("submitted", &self.submitted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, I> fmt::Display for FeedError<T, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pool stopped after {} submitted jobs", self.submitted)
+    }
+}
+
+impl<T: Send, I: Send> Error for FeedError<T, I> {}
