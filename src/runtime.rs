@@ -26,6 +26,17 @@ use crate::signal::{self, Registration};
 use crate::thread::{self, catch};
 use crate::token::{StopReason, StopSource, Token};
 
+/// Something the runtime stops and reports on besides pools and background
+/// threads (the HTTP server). Its threads are spawned through the runtime, so
+/// they are joined in the same drain.
+pub(crate) trait Component: Send + Sync {
+    /// Called in `StopAccepting`, right after the queues closed and before
+    /// the stop-accepting hooks.
+    fn stop_accepting(&self);
+    /// Called once the report is built, before the exit code is computed.
+    fn finish(&self, report: &mut Report);
+}
+
 /// The default drain deadline: trigger → hard stop.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// The default kill grace: hard stop → stuck threads are named and detached.
@@ -248,6 +259,7 @@ impl Builder {
             done_rx,
             stop_hooks: Vec::new(),
             release_hooks: Vec::new(),
+            components: Vec::new(),
             registration,
             finished: false,
         })
@@ -278,6 +290,7 @@ pub struct Runtime {
     done_rx: Receiver<usize>,
     stop_hooks: Vec<Hook>,
     release_hooks: Vec<Hook>,
+    components: Vec<Arc<dyn Component>>,
     registration: Option<Registration>,
     /// Set once `shutdown` has run; `Drop` then has nothing to do.
     finished: bool,
@@ -467,6 +480,11 @@ impl Runtime {
         self.pools.push(pool);
     }
 
+    #[allow(dead_code)] // used by the `http` feature's server
+    pub(crate) fn add_component(&mut self, component: Arc<dyn Component>) {
+        self.components.push(component);
+    }
+
     fn enter(&self, from: Phase, to: Phase) {
         if self.shared.phase.advance(from, to) {
             self.notify(to);
@@ -519,6 +537,9 @@ impl Runtime {
         self.notify(Phase::StopAccepting);
         for pool in &self.pools {
             pool.close();
+        }
+        for c in &self.components {
+            c.stop_accepting();
         }
         let mut hook_reports = hooks::run_all(
             HookKind::StopAccepting,
@@ -589,6 +610,9 @@ impl Runtime {
             hooks: hook_reports,
             exit_code: 0,
         };
+        for c in &self.components {
+            c.finish(&mut report);
+        }
         report.exit_code = report.compute_exit_code(self.exit_codes);
         report
     }
