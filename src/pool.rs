@@ -384,7 +384,10 @@ impl<T: Send + 'static> PoolControl for PoolCore<T> {
         let jobs: Vec<T> = std::mem::take(&mut *handed_back);
         drop(handed_back);
         let handed_back_keys = match &self.key {
-            Some(key) => jobs.iter().map(|j| key(j)).collect(),
+            Some(key) => jobs
+                .iter()
+                .map(|j| catch(|| key(j)).unwrap_or_else(|_| "<key panicked>".into()))
+                .collect(),
             None => Vec::new(),
         };
         let sum = |f: fn(&WorkerState) -> &AtomicU64| -> u64 {
@@ -464,10 +467,22 @@ fn run_one<T>(
     handle: &Handle,
     job: T,
 ) -> bool {
-    let key = core.key.as_ref().map(|k| k(&job));
-    if let Some(k) = &key {
-        *me.key.lock() = Some(k.clone());
-    }
+    // The key function is user code too: a panic in it counts as the job's.
+    let key = match core.key.as_ref().map(|k| catch(|| k(&job))) {
+        None => None,
+        Some(Ok(k)) => {
+            *me.key.lock() = Some(k.clone());
+            Some(k)
+        }
+        Some(Err(panic)) => {
+            drop(job);
+            WorkerState::bump(&me.panicked);
+            let msg = format!("key function panicked: {panic}");
+            core.record_error(None, msg.clone(), true);
+            fail_fast(core, handle, msg);
+            return true;
+        }
+    };
     let prev = me.slot.swap(BUSY | core.now_ns(), Ordering::AcqRel);
     if prev & ABANDONED != 0 {
         // Sealed while between jobs (only if descheduled for the whole kill
@@ -482,7 +497,7 @@ fn run_one<T>(
         me.slot.store(ABANDONED, Ordering::Release);
         return false;
     }
-    let error = match outcome {
+    let msg = match outcome {
         Ok(Ok(())) => {
             WorkerState::bump(&me.succeeded);
             return true;
@@ -500,11 +515,15 @@ fn run_one<T>(
             msg
         }
     };
+    fail_fast(core, handle, msg);
+    true
+}
+
+fn fail_fast<T>(core: &PoolCore<T>, handle: &Handle, error: String) {
     if core.fail_fast {
         handle.trigger(StopReason::JobFailed {
             pool: core.queue.name.to_string(),
             error,
         });
     }
-    true
 }
