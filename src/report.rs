@@ -221,7 +221,9 @@ pub struct Timings {
     /// Trigger → every thread reported its exit: the *drain latency*.
     /// `None` if a thread was still stuck at the end of the kill grace.
     pub drain_latency: Option<Duration>,
-    /// Trigger → every thread joined (or detached).
+    /// Trigger → every thread joined (or detached). Joining comes after the
+    /// release hooks, which start as soon as every thread has left its loop,
+    /// so the OS tears threads down while the hooks run.
     pub join: Duration,
     /// Trigger → the hard stop fired, if the deadline passed.
     pub hard_stop: Option<Duration>,

@@ -558,11 +558,15 @@ impl Runtime {
             hard_stop = Some(hard_at - triggered);
             joiner.wait_until(hard_at.checked_add(self.kill_grace));
         }
-        let drain_latency =
-            (joiner.alive() == 0).then(|| joiner.last_exit().unwrap_or(triggered) - triggered);
+        // Completion can be decided after the last exit: saturate to zero.
+        let drain_latency = (joiner.alive() == 0).then(|| {
+            joiner
+                .last_exit()
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(triggered))
+        });
 
         // Seal the pools (stragglers' jobs become "abandoned") and hand back
-        // what is left in the queues, then join what exited.
+        // what is left in the queues.
         let now = Instant::now();
         let mut stuck = Vec::new();
         let pools = self
@@ -574,10 +578,6 @@ impl Runtime {
                 report
             })
             .collect();
-        let (threads, bg_stuck) = joiner.join_and_detach(now);
-        stuck.extend(bg_stuck);
-        let join = Instant::now() - triggered;
-
         // Releasing: last registered first, each exactly once.
         let from = if hard_stop.is_some() {
             Phase::HardStop
@@ -590,6 +590,14 @@ impl Runtime {
         release_hooks.reverse();
         hook_reports.extend(hooks::run_all(HookKind::Release, release_hooks));
         let release = release_start.elapsed();
+
+        // Join last: every thread has already left its loop (it reported on
+        // the done channel), so what remains is the OS tearing threads down,
+        // which overlapped the release hooks. `run` still returns only with
+        // every thread joined or detached.
+        let (threads, bg_stuck) = joiner.join_and_detach(now);
+        stuck.extend(bg_stuck);
+        let join = Instant::now() - triggered;
 
         self.enter(Phase::Releasing, Phase::Done);
         drop(self.registration.take());
