@@ -375,11 +375,8 @@ impl<T: Send + 'static> PoolControl for PoolCore<T> {
         // 2. Everything still queued goes back, after what the workers
         //    handed back (which they took off the queue earlier).
         let mut handed_back = self.handed_back.lock();
-        loop {
-            match self.rx.try_recv() {
-                Ok(job) => handed_back.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(job) = self.rx.try_recv() {
+            handed_back.push(job);
         }
         let jobs: Vec<T> = std::mem::take(&mut *handed_back);
         drop(handed_back);
