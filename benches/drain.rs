@@ -1,1 +1,95 @@
-fn main() {}
+//! `drain/idle/W` and `drain/busy/W/unit`: trigger → every job finished and
+//! every thread out of its loop (drain latency) → every thread joined
+//! (return latency), for winddown, the hand-written floor and the idioms a
+//! user would otherwise write, in one binary and one run. Scenarios and
+//! defaults: `benches/README.md`.
+//!
+//! Criterion times the return latency (the drain latency where a pool cannot
+//! join); the table printed at the end has both, with medians, p99s and the
+//! ratios to the floor, and is saved as `target/winddown-bench/drain.csv`.
+
+mod support;
+
+use std::time::Duration;
+
+use criterion::Criterion;
+use support::{adaptive, impls, ratio_table, run_once, save, smoke, table, Case, Record};
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let smoke = smoke();
+    let idle_ws: &[usize] = if smoke {
+        &[1, 2]
+    } else {
+        &[1, 2, 8, 64, 256, 1024]
+    };
+    let busy_ws: &[usize] = if smoke { &[1] } else { &[1, 8, 64] };
+    let units: &[u64] = if smoke { &[1] } else { &[1, 10] };
+    let samples = support::samples(if smoke { 10 } else { 30 });
+    let impls = impls();
+    let mut records = Vec::new();
+
+    for &w in idle_ws {
+        for &imp in &impls {
+            bench(
+                &mut c,
+                &format!("drain/idle/{w}"),
+                Case::idle(w),
+                imp,
+                samples,
+                &mut records,
+            );
+        }
+    }
+    for &w in busy_ws {
+        for &unit in units {
+            let case = Case {
+                busy: Some(Duration::from_millis(unit)),
+                ..Case::idle(w)
+            };
+            // A 64 × 10 ms iteration keeps both cores busy for ~0.3 s.
+            let samples = if w * unit as usize >= 256 {
+                10
+            } else {
+                samples
+            };
+            for &imp in &impls {
+                let group = format!("drain/busy/{w}/{unit}ms");
+                bench(&mut c, &group, case, imp, samples, &mut records);
+            }
+        }
+    }
+    c.final_summary();
+
+    if !records.is_empty() {
+        println!("\n== drain: all samples (pilot and warm-up included) ==");
+        println!("{}", table(&records));
+        println!("== winddown against the floor (median ratios; budget: issue 3) ==");
+        println!("{}", ratio_table(&records));
+        save("drain.csv", &support::csv(&records));
+    }
+}
+
+fn bench(
+    c: &mut Criterion,
+    group: &str,
+    case: Case,
+    imp: support::Impl,
+    samples: usize,
+    records: &mut Vec<Record>,
+) {
+    let mut got = Vec::new();
+    let ran = adaptive(c, group, imp.name(), samples, None, || {
+        let s = run_once(imp, &case);
+        got.push(s);
+        s.timed()
+    });
+    if ran && !got.is_empty() {
+        records.push(Record {
+            scenario: case.scenario(),
+            workers: case.workers,
+            imp,
+            samples: got,
+        });
+    }
+}

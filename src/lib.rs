@@ -86,6 +86,44 @@
 //! 6. **Release hooks run exactly once**, in reverse order.
 //! 7. **Threads carry names**: `<pool>-<i>` or the name given.
 //!
+//! # Servers
+//!
+//! With the `http` feature (on by default), a blocking HTTP/1.1 [`Server`]
+//! runs in the same runtime as the pools, and stops like Go's
+//! `http.Server.Shutdown`:
+//!
+//! ```no_run
+//! use winddown::{Response, Runtime, Server};
+//!
+//! fn main() -> anyhow::Result<std::process::ExitCode> {
+//!     let mut rt = Runtime::new()?;
+//!     Server::builder()
+//!         .workers(16)
+//!         .health_path("/health")
+//!         .pre_close_delay(std::time::Duration::from_secs(5))
+//!         .bind("127.0.0.1:8080")?
+//!         .start(&mut rt, |req, _token| Ok(Response::text(200, format!("hi {}\n", req.path()))))?;
+//!     let report = rt.run();
+//!     eprintln!("{report}");
+//!     Ok(report.process_exit_code())
+//! }
+//! ```
+//!
+//! * From the trigger, the health path answers 503 and every response
+//!   carries `Connection: close`; after the optional
+//!   [pre-close delay](ServerBuilder::pre_close_delay) (accepting and
+//!   serving all the while, so load balancers can deregister), the listener
+//!   closes: the blocked `accept` is woken, not polled, and new connects are
+//!   refused.
+//! * Every request already read runs to completion. Idle keep-alive
+//!   connections and connections that have not sent a full request are
+//!   closed at once, with a FIN.
+//! * A connection still busy at the drain deadline is shut down and counted
+//!   as forced in [`Report::servers`] ([`ConnectionCounts`]); a forced
+//!   connection counts as a failure (exit code 1), like a stuck job.
+//! * An accept error (too many open files) pauses the acceptor (5 ms
+//!   doubling to 1 s, cut short by the stop) and serving goes on.
+//!
 //! # Limitations
 //!
 //! * SIGKILL cannot be caught; nothing runs.
@@ -115,6 +153,8 @@ mod phase;
 mod pool;
 mod report;
 mod runtime;
+#[cfg(feature = "http")]
+mod server;
 mod signal;
 mod submit;
 mod thread;
@@ -130,5 +170,7 @@ pub use crate::report::{
 pub use crate::runtime::{
     Builder, Handle, Runtime, DEFAULT_GRACE, DEFAULT_HOOK_BUDGET, DEFAULT_KILL_GRACE,
 };
+#[cfg(feature = "http")]
+pub use crate::server::{ConnectionCounts, Request, Response, Server, ServerBuilder, ServerReport};
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopReason, StopSource, Token};

@@ -251,6 +251,9 @@ pub struct Report {
     pub stuck: Vec<StuckThread>,
     /// Hooks in the order they ran.
     pub hooks: Vec<HookReport>,
+    /// One entry per [`Server`](crate::Server), in start order.
+    #[cfg(feature = "http")]
+    pub servers: Vec<crate::server::ServerReport>,
     /// The exit code the program should use (see the crate docs' table).
     pub exit_code: i32,
 }
@@ -280,8 +283,8 @@ impl Default for ExitCodes {
 
 impl Report {
     /// Returns `true` if anything went wrong: a job failed or panicked, a
-    /// hook failed or timed out, a background thread failed, or a thread was
-    /// stuck.
+    /// hook failed or timed out, a background thread failed, a thread was
+    /// stuck, or a server connection was forced closed at the deadline.
     pub fn has_failures(&self) -> bool {
         self.pools.iter().any(|p| p.failed + p.panicked > 0)
             || self.hooks.iter().any(|h| h.outcome.is_failure())
@@ -290,6 +293,20 @@ impl Report {
                 .iter()
                 .any(|t| t.outcome != ThreadOutcome::Returned)
             || !self.stuck.is_empty()
+            || self.has_forced_connections()
+    }
+
+    /// A connection still busy at the drain deadline had its response cut:
+    /// a request that was read but not answered, as a stuck job is one
+    /// taken but not finished.
+    #[cfg(feature = "http")]
+    fn has_forced_connections(&self) -> bool {
+        self.servers.iter().any(|s| s.connections.forced > 0)
+    }
+
+    #[cfg(not(feature = "http"))]
+    fn has_forced_connections(&self) -> bool {
+        false
     }
 
     pub(crate) fn compute_exit_code(&self, codes: ExitCodes) -> i32 {
@@ -350,6 +367,10 @@ impl fmt::Display for Report {
                 p.name, p.succeeded, p.failed, p.panicked, p.handed_back, p.abandoned
             )?;
         }
+        #[cfg(feature = "http")]
+        for s in &self.servers {
+            write!(f, "; {s}")?;
+        }
         let failed_hooks = self.hooks.iter().filter(|h| h.outcome.is_failure()).count();
         if failed_hooks > 0 {
             write!(f, "; {failed_hooks} hook(s) failed")?;
@@ -381,6 +402,10 @@ impl fmt::Display for Report {
                 let key = e.key.as_deref().unwrap_or("?");
                 writeln!(f, "  job {key}: {}", e.message)?;
             }
+        }
+        #[cfg(feature = "http")]
+        for s in &self.servers {
+            writeln!(f, "{s:#}")?;
         }
         for t in &self.threads {
             writeln!(f, "thread {}: {:?}", t.name, t.outcome)?;
@@ -430,6 +455,8 @@ mod tests {
             threads: vec![],
             stuck: vec![],
             hooks: vec![],
+            #[cfg(feature = "http")]
+            servers: vec![],
             exit_code: 0,
         };
         r.exit_code = r.compute_exit_code(ExitCodes::default());

@@ -616,6 +616,8 @@ impl Runtime {
             threads,
             stuck,
             hooks: hook_reports,
+            #[cfg(feature = "http")]
+            servers: Vec::new(),
             exit_code: 0,
         };
         for c in &self.components {

@@ -1,0 +1,274 @@
+//! `submit/2`: N = 1,000,000 trivial jobs through W = 2 workers, ns per
+//! job, winddown (`submit` in a loop, and `Submitter::feed`) against a raw
+//! bounded crossbeam pool with the same capacity, in one binary and one run.
+//! Timed: first submit → every job run and every worker joined (winddown:
+//! drop the submitter, `run()` completes).
+//!
+//! `submit/2/parts/*` adds to the raw pool one at a time what winddown does
+//! per job (a read lock per submit, a clock read and two slot swaps per job,
+//! `catch_unwind`, a counter), to show where the per-job overhead goes.
+//! Scenarios and defaults: `benches/README.md`.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use parking_lot::RwLock;
+use support::{adaptive, fmt_d, save, smoke, Stats};
+use winddown::Runtime;
+
+/// What the raw pool does per job besides `send`/`recv`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extras {
+    /// `RwLock<Option<Sender>>` read per submit (winddown's `Queue::send`).
+    rwlock: bool,
+    /// A clock read and two `AtomicU64::swap`s per job (the job slot).
+    slot: bool,
+    /// `catch_unwind` around the job.
+    catch: bool,
+    /// A per-worker counter bump and a per-submit `fetch_add`.
+    counters: bool,
+}
+
+const PARTS: [(&str, Extras); 5] = [
+    (
+        "raw+rwlock",
+        Extras {
+            rwlock: true,
+            slot: false,
+            catch: false,
+            counters: false,
+        },
+    ),
+    (
+        "raw+slot",
+        Extras {
+            rwlock: false,
+            slot: true,
+            catch: false,
+            counters: false,
+        },
+    ),
+    (
+        "raw+catch",
+        Extras {
+            rwlock: false,
+            slot: false,
+            catch: true,
+            counters: false,
+        },
+    ),
+    (
+        "raw+counters",
+        Extras {
+            rwlock: false,
+            slot: false,
+            catch: false,
+            counters: true,
+        },
+    ),
+    (
+        "raw+all",
+        Extras {
+            rwlock: true,
+            slot: true,
+            catch: true,
+            counters: true,
+        },
+    ),
+];
+
+const WORKERS: usize = 2;
+
+/// The raw bounded crossbeam pool: 2 threads on a `Receiver`, the bench
+/// thread sends, drops the `Sender`, joins.
+fn raw(n: u64, cap: usize, x: Extras) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(cap);
+    let tx = RwLock::new(Some(tx));
+    let submitted = AtomicU64::new(0);
+    let epoch = Instant::now();
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let rx = rx.clone();
+            let slot = Arc::new(AtomicU64::new(0));
+            thread::Builder::new()
+                .name(format!("bw-{i}"))
+                .spawn(move || {
+                    let done = AtomicU64::new(0);
+                    while let Ok(job) = rx.recv() {
+                        if x.slot {
+                            let now = epoch.elapsed().as_nanos() as u64;
+                            black_box(slot.swap(now | 1 << 62, Ordering::AcqRel));
+                        }
+                        if x.catch {
+                            let _ = black_box(panic::catch_unwind(AssertUnwindSafe(|| {
+                                black_box(job);
+                            })));
+                        } else {
+                            black_box(job);
+                        }
+                        if x.slot {
+                            black_box(slot.swap(0, Ordering::AcqRel));
+                        }
+                        if x.counters {
+                            done.store(done.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                        }
+                    }
+                    black_box(done.load(Ordering::Relaxed));
+                })
+                .expect("spawn")
+        })
+        .collect();
+    drop(rx);
+    let t0 = Instant::now();
+    if x.rwlock {
+        for i in 0..n {
+            let guard = tx.read();
+            guard
+                .as_ref()
+                .expect("open")
+                .send(i)
+                .expect("workers alive");
+            if x.counters {
+                submitted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    } else {
+        let guard = tx.read();
+        let s = guard.as_ref().expect("open");
+        for i in 0..n {
+            s.send(i).expect("workers alive");
+            if x.counters {
+                submitted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    drop(tx.write().take());
+    for h in handles {
+        h.join().expect("raw worker");
+    }
+    let t = t0.elapsed();
+    black_box(submitted.load(Ordering::Relaxed));
+    t
+}
+
+/// winddown: `submit` per job (or one `feed`), drop the submitter, `run()`.
+fn winddown(n: u64, cap: usize, feed: bool) -> Duration {
+    let mut rt = Runtime::builder().signals(false).build().expect("runtime");
+    let sub = rt
+        .pool::<u64>("bw")
+        .workers(WORKERS)
+        .capacity(cap)
+        .start(|job, _token| {
+            black_box(job);
+            Ok(())
+        })
+        .expect("pool");
+    let t0 = Instant::now();
+    if feed {
+        let fed = sub.feed(0..n).expect("running");
+        assert_eq!(fed, n);
+    } else {
+        for i in 0..n {
+            if sub.submit(i).is_err() {
+                panic!("refused while running");
+            }
+        }
+    }
+    drop(sub);
+    let report = rt.run();
+    let t = t0.elapsed();
+    assert_eq!(report.pools[0].succeeded, n, "{report:#}");
+    t
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let smoke = smoke();
+    let n: u64 = if smoke { 10_000 } else { 1_000_000 };
+    let samples = support::samples(10);
+    // The pool's default capacity (2 × W) and a roomy one.
+    let caps = [2 * WORKERS, 1024];
+    let mut rows: Vec<(String, String, Stats)> = Vec::new();
+    for cap in caps {
+        let group = if cap == 2 * WORKERS {
+            format!("submit/{WORKERS}")
+        } else {
+            format!("submit/{WORKERS}/cap{cap}")
+        };
+        let mut cases: Vec<(String, Box<dyn Fn() -> Duration>)> = vec![
+            (
+                "raw".into(),
+                Box::new(move || raw(n, cap, Extras::default())),
+            ),
+            ("winddown".into(), Box::new(move || winddown(n, cap, false))),
+            (
+                "winddown-feed".into(),
+                Box::new(move || winddown(n, cap, true)),
+            ),
+        ];
+        for (name, x) in PARTS {
+            cases.push((format!("parts/{name}"), Box::new(move || raw(n, cap, x))));
+        }
+        for (name, f) in cases {
+            let mut got = Vec::new();
+            let ran = adaptive(&mut c, &group, &name, samples, Some(n), || {
+                let t = f();
+                got.push(t / n as u32);
+                t
+            });
+            if ran && !got.is_empty() {
+                rows.push((group.clone(), name, Stats::of(got)));
+            }
+        }
+    }
+    c.final_summary();
+    if rows.is_empty() {
+        return;
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== submit: ns per job, {n} jobs, {WORKERS} workers (all samples) ==\n{:<18} {:<20} {:>4} {:>9} {:>9} {:>9} {:>12} {:>8}",
+        "group", "impl", "n", "min", "median", "p99", "Mjobs/s", "/raw"
+    );
+    let mut csv = String::from("group,impl,n,min_ns,median_ns,p99_ns\n");
+    for (group, name, s) in &rows {
+        let raw = rows
+            .iter()
+            .find(|(g, i, _)| g == group && i == "raw")
+            .map(|(_, _, s)| s.median);
+        let _ = writeln!(
+            out,
+            "{:<18} {:<20} {:>4} {:>9} {:>9} {:>9} {:>12.2} {:>8}",
+            group,
+            name,
+            s.n,
+            fmt_d(s.min),
+            fmt_d(s.median),
+            fmt_d(s.p99),
+            1e3 / s.median.as_nanos().max(1) as f64,
+            raw.map_or("-".into(), |r| format!(
+                "{:.2}x",
+                s.median.as_secs_f64() / r.as_secs_f64()
+            )),
+        );
+        let _ = writeln!(
+            csv,
+            "{group},{name},{},{},{},{}",
+            s.n,
+            s.min.as_nanos(),
+            s.median.as_nanos(),
+            s.p99.as_nanos()
+        );
+    }
+    println!("{out}");
+    save("submit.csv", &csv);
+}

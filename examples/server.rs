@@ -1,0 +1,232 @@
+//! A blocking HTTP service in a winddown runtime — the full pattern: a
+//! server, a background worker pool and a release hook, stopped in order.
+//!
+//! ```sh
+//! cargo run --release --example server -- --addr 127.0.0.1:8080
+//! curl -s 127.0.0.1:8080/sleep?ms=3000 &   # in flight...
+//! kill -TERM <pid>                          # ...still answered, with Connection: close
+//! ```
+//!
+//! Routes:
+//!
+//! * `GET /sleep?ms=N` waits N ms (cut only by the drain deadline) and
+//!   answers `N`;
+//! * `GET /stream?chunks=N&every=MS` streams N chunks (chunked), one every
+//!   MS ms; `chunks=0` streams until the drain deadline cuts it;
+//! * `GET /health` answers 200, then 503 once the stop has begun;
+//! * `POST /echo` answers the request body, and counts its bytes in the
+//!   `audit` pool, whose total the `audit-log` release hook prints.
+//!
+//! Stdout (for tests and scripts): `listening <addr>`, `ready`, one
+//! `inflight N` line when a `/sleep` request starts (N requests now
+//! sleeping), `stopping inflight=N` when the stop begins, and
+//! `audit bytes=N` from the release hook. The report goes to stderr, and as
+//! JSON to `--report PATH` if asked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use winddown::{Phase, Report, Request, Response, Runtime, Server, Submitter, Token};
+
+/// A blocking HTTP service that drains on SIGTERM.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Handler threads (connections served at once).
+    #[arg(long, default_value_t = 32)]
+    workers: usize,
+    /// Drain deadline, ms from the signal.
+    #[arg(long, default_value_t = 10_000)]
+    grace: u64,
+    /// After the deadline, ms before stuck threads are named and detached.
+    #[arg(long, default_value_t = 1_000)]
+    kill_grace: u64,
+    /// Ms to go on serving (health answering 503) before the listener closes.
+    #[arg(long, default_value_t = 0)]
+    pre_close_delay: u64,
+    /// Write the report as JSON to this path (through a temporary file).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// Counts the `/sleep` requests in progress, for the `inflight` lines.
+static SLEEPING: AtomicU64 = AtomicU64::new(0);
+
+fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let mut rt = Runtime::builder()
+        .grace(Duration::from_millis(args.grace))
+        .kill_grace(Duration::from_millis(args.kill_grace))
+        .on_phase(|phase| {
+            if phase == Phase::StopAccepting {
+                say(&format!(
+                    "stopping inflight={}",
+                    SLEEPING.load(Ordering::SeqCst)
+                ));
+            }
+        })
+        .build()?;
+
+    // The background pool: an audit log of echoed bytes.
+    let audited = Arc::new(AtomicU64::new(0));
+    let total = audited.clone();
+    let audit = rt.pool::<u64>("audit").workers(1).start(move |bytes, _| {
+        total.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    })?;
+    rt.on_release("audit-log", Duration::from_secs(1), move || {
+        say(&format!("audit bytes={}", audited.load(Ordering::Relaxed)));
+        Ok(())
+    });
+
+    let server = Server::builder()
+        .workers(args.workers)
+        .health_path("/health")
+        .pre_close_delay(Duration::from_millis(args.pre_close_delay))
+        .bind(args.addr.as_str())
+        .with_context(|| format!("binding {}", args.addr))?;
+    say(&format!("listening {}", server.local_addr()));
+    server.start(&mut rt, move |req, token| route(req, token, &audit))?;
+    say("ready");
+
+    let report = rt.run();
+    eprintln!("{report:#}");
+    if let Some(path) = &args.report {
+        write_report(path, &report).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.process_exit_code())
+}
+
+fn route(req: &Request, token: &Token, audit: &Submitter<u64>) -> anyhow::Result<Response> {
+    let param = |name: &str| -> Option<u64> {
+        req.query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Ok(match (req.method(), req.path()) {
+        ("GET", "/sleep") => {
+            let ms = param("ms").unwrap_or(0);
+            let n = SLEEPING.fetch_add(1, Ordering::SeqCst) + 1;
+            say(&format!("inflight {n}"));
+            // A request in flight runs to completion within the grace; only
+            // the drain deadline cuts it.
+            let cut = token.wait_hard_timeout(Duration::from_millis(ms));
+            SLEEPING.fetch_sub(1, Ordering::SeqCst);
+            anyhow::ensure!(!cut, "sleep cut at the drain deadline");
+            Response::text(200, ms.to_string())
+        }
+        ("GET", "/stream") => {
+            let chunks = param("chunks").unwrap_or(0);
+            let every = Duration::from_millis(param("every").unwrap_or(100));
+            let token = token.clone();
+            let mut sent = 0u64;
+            Response::stream(
+                200,
+                std::iter::from_fn(move || {
+                    if chunks != 0 && sent == chunks {
+                        return None;
+                    }
+                    if sent > 0 && token.wait_hard_timeout(every) {
+                        return None; // the deadline: the server cuts the stream
+                    }
+                    sent += 1;
+                    Some(format!("chunk {sent}\n").into_bytes())
+                }),
+            )
+            .header("Content-Type", "text/plain; charset=utf-8")
+        }
+        ("POST", "/echo") => {
+            // The pool refuses once the stop began; the echo still answers.
+            let _ = audit.try_submit(req.body().len() as u64);
+            let kind = req
+                .header("Content-Type")
+                .unwrap_or("application/octet-stream");
+            Response::new(200)
+                .header("Content-Type", kind)
+                .body(req.body())
+        }
+        (_, "/sleep" | "/stream" | "/echo") => Response::text(405, "method not allowed\n"),
+        _ => Response::text(404, "not found\n"),
+    })
+}
+
+/// Prints a line to stdout and flushes it at once (stdout is a pipe in tests).
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Writes the report as JSON to `path`, through a temporary file and a
+/// rename so a reader never sees half of it.
+fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let servers: Vec<_> = report
+        .servers
+        .iter()
+        .map(|s| {
+            let c = &s.connections;
+            serde_json::json!({
+                "name": s.name,
+                "addr": s.addr.to_string(),
+                "connections": {
+                    "accepted": c.accepted,
+                    "served": c.served,
+                    "closed": c.closed,
+                    "idle_closed": c.idle_closed,
+                    "drained": c.drained,
+                    "forced": c.forced,
+                },
+                "accept_errors": s.accept_errors,
+                "handler_errors": s.handler_errors,
+                "handler_panics": s.handler_panics,
+            })
+        })
+        .collect();
+    let pools: Vec<_> = report
+        .pools
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "submitted": p.submitted,
+                "succeeded": p.succeeded,
+                "failed": p.failed,
+                "panicked": p.panicked,
+                "handed_back": p.handed_back,
+                "abandoned": p.abandoned,
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "reason": report.reason.to_string(),
+        "exit_code": report.exit_code,
+        "drain_latency_ms": report.timings.drain_latency.map(ms),
+        "hard_stop_ms": report.timings.hard_stop.map(ms),
+        "total_ms": ms(report.timings.total),
+        // The example runs one server: its counts at the top level too.
+        "connections": servers.first().map(|s| s["connections"].clone()),
+        "servers": servers,
+        "pools": pools,
+        "stuck": report.stuck.iter().map(|s| s.thread.clone()).collect::<Vec<_>>(),
+        "hooks": report
+            .hooks
+            .iter()
+            .map(|h| serde_json::json!({ "name": h.name, "outcome": format!("{:?}", h.outcome) }))
+            .collect::<Vec<_>>(),
+    });
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

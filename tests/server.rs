@@ -1,0 +1,1 @@
+//! Placeholder while the server tests are written.

@@ -1,0 +1,378 @@
+//! HTTP test helpers: run the `server` example as a child process (read its
+//! stdout lines, send it signals, read its JSON report), and a small
+//! HTTP/1.1 client over `std::net::TcpStream` that can stop anywhere in a
+//! response (after the head, between chunks) and tell a clean end of stream
+//! (FIN) from a reset.
+//!
+//! Readiness is always a line the child prints, never a sleep.
+
+// Each test file that includes `support` uses only a part of this.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+// ===== The example binary =====
+
+/// Builds `examples/server.rs` once per test binary, in the test's own
+/// profile, and returns its path (from cargo's JSON messages, so the target
+/// directory can be anywhere).
+pub fn server_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", "server", "--message-format=json"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit());
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(out.status.success(), "cargo build --example server failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["target"]["name"] == "server" && m["target"]["kind"][0] == "example")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the example's executable")
+    })
+}
+
+/// The `server` example running as a child process.
+pub struct ServerProcess {
+    child: Child,
+    /// The address it listens on (from its `listening` line).
+    pub addr: SocketAddr,
+    lines: Receiver<String>,
+    report: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    exit: Option<ExitStatus>,
+}
+
+impl ServerProcess {
+    /// Starts the example on `127.0.0.1:0` with `args` and `--report`, and
+    /// waits for its `ready` line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let report = std::env::temp_dir().join(format!(
+            "winddown-server-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&report);
+        let mut child = Command::new(server_binary())
+            .args(["--addr", "127.0.0.1:0", "--report"])
+            .arg(&report)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server example");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+            // Dropping `tx` here tells `wait_exit` the child closed stdout.
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            sink.lock().unwrap().push_str(&s);
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+            report,
+            stderr,
+            exit: None,
+        };
+        let listening = server.expect_line(|l| l.starts_with("listening "), secs(30));
+        server.addr = listening["listening ".len()..]
+            .parse()
+            .expect("listening <addr>");
+        server.expect_line(|l| l == "ready", secs(30));
+        server
+    }
+
+    /// Returns the child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `within` for a stdout line matching `want` (skipping the
+    /// others) and returns it. Panics on timeout or if the child exits.
+    pub fn expect_line(&self, want: impl Fn(&str) -> bool, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.lines.recv_deadline(deadline) {
+                Ok(line) if want(&line) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("no expected line within {within:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("server exited before the line"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(self.pid() as i32);
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits up to `within` for the child to exit (its stdout closes), and
+    /// returns its status, and every stdout line not yet read.
+    pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + within;
+        let mut rest = Vec::new();
+        loop {
+            match self.lines.recv_deadline(deadline) {
+                Ok(line) => rest.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("server did not exit within {within:?}"),
+            }
+        }
+        let status = self.child.wait().expect("wait for the server");
+        self.exit = Some(status);
+        (status, rest)
+    }
+
+    /// Reads the JSON report the child wrote with `--report`.
+    pub fn report(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.report).expect("the report was written");
+        serde_json::from_str(&text).expect("the report is JSON")
+    }
+
+    /// Returns what the child wrote to stderr so far (its `{:#}` report once
+    /// it exited).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            // A failed test: end the child we started, by its id.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- server stderr ---\n{}", self.stderr());
+        }
+        let _ = std::fs::remove_file(&self.report);
+    }
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ===== The client =====
+
+/// A response as the client read it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the response says `Connection: close`.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One client connection. Every read has a timeout (default 10 s), so a
+/// test fails rather than hangs.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(secs(10)))?;
+        Ok(Client {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn set_read_timeout(&self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).unwrap();
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, raw: &[u8]) -> io::Result<()> {
+        self.stream.write_all(raw)
+    }
+
+    /// Sends a keep-alive `GET path`.
+    pub fn get(&mut self, path: &str) -> io::Result<()> {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    fn fill_or_eof(&mut self) -> io::Result<()> {
+        match self.fill()? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a line ending in CRLF (without it).
+    fn line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            self.fill_or_eof()?;
+        }
+    }
+
+    /// Reads a status line and headers; the body is left to read.
+    pub fn read_head(&mut self) -> io::Result<HttpResponse> {
+        let status_line = self.line()?;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        let status = parts.next().and_then(|s| s.parse().ok());
+        let (true, Some(status)) = (version.starts_with("HTTP/1."), status) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            ));
+        };
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line()?;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        })
+    }
+
+    /// Reads exactly `n` body bytes.
+    fn read_exact_body(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill_or_eof()?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Reads one chunk of a chunked body: `Some(data)`, or `None` for the
+    /// final chunk (trailers skipped). An end of stream before the final
+    /// chunk is `UnexpectedEof`.
+    pub fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let size_line = self.line()?;
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, size_line.clone()))?;
+        if size == 0 {
+            while !self.line()?.is_empty() {}
+            return Ok(None);
+        }
+        let data = self.read_exact_body(size)?;
+        if !self.line()?.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "chunk not followed by CRLF"));
+        }
+        Ok(Some(data))
+    }
+
+    /// Reads a whole response: head, then a `Content-Length` or chunked
+    /// body, or (neither) everything up to the end of stream.
+    pub fn read_response(&mut self) -> io::Result<HttpResponse> {
+        let mut r = self.read_head()?;
+        if let Some(n) = r.header("content-length") {
+            let n = n.parse().map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            r.body = self.read_exact_body(n)?;
+        } else if r
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            while let Some(chunk) = self.read_chunk()? {
+                r.body.extend(chunk);
+            }
+        } else {
+            while self.fill()? > 0 {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        Ok(r)
+    }
+
+    /// Reads until the end of stream and expects nothing more: `Ok(())` for
+    /// a clean FIN, an error for data or a reset (or the read timeout).
+    pub fn read_eof(&mut self) -> io::Result<()> {
+        match self.fill()? {
+            0 if self.buf.is_empty() => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected end of stream, got {:?}", String::from_utf8_lossy(&self.buf)),
+            )),
+        }
+    }
+}
+
+/// `GET path` on a new connection with `Connection: close`; returns the
+/// response, and checks that the server then closed cleanly.
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {
+    let mut c = Client::connect(addr)?;
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let r = c.read_response()?;
+    c.read_eof()?;
+    Ok(r)
+}
