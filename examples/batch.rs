@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Each item burns CPU (hashing a buffer made from its id) for a time drawn
-//! from `--work`. A producer thread feeds the items into a pool; on the first
-//! signal the producer's feed returns what it could not submit, the workers
+//! from `--work`. A producer thread submits the items to a pool; on the first
+//! signal the producer's blocked submit returns its item, the workers
 //! finish what they hold (and, under `--policy finish`, what is queued), the
 //! release hooks run, and the report is printed.
 //!
@@ -22,8 +22,10 @@
 //! ```
 //!
 //! Stdout carries `ready` once the signal handler is installed and the
-//! workers run, and `phase <name>` at each transition; the report goes to
-//! stderr (and as JSON to `--report`).
+//! workers run, `queue full` the first time the queue is full, `phase
+//! <name>` at each transition, and `stuck <id>` when an item of `--stuck` or
+//! `--coop-stuck` begins; the report goes to stderr
+//! (and as JSON to `--report`).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -38,7 +40,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
-use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Token};
+use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Token, TrySubmitError};
 
 /// A CPU-bound batch job with a graceful stop: Ctrl-C once drains, twice
 /// exits at once.
@@ -297,6 +299,9 @@ fn main() -> anyhow::Result<ExitCode> {
         let id = item.id;
         let thread = std::thread::current();
         job_ledger.log(format_args!("start {id} {}", thread.name().unwrap_or("?")));
+        if stuck.contains(&id) || coop.contains(&id) {
+            say(format_args!("stuck {id}"));
+        }
         if stuck.contains(&id) {
             // Deaf to every token, like a thread stuck in a system call.
             std::thread::sleep(Duration::from_secs(3600));
@@ -320,22 +325,40 @@ fn main() -> anyhow::Result<ExitCode> {
         Ok(())
     })?;
 
-    // The producer: feeds every item, then drops its submitter, which closes
-    // the pool; the run completes once the pool has drained. On a stop, the
-    // feed returns the item it was blocked on and the ones never reached.
+    // The producer: submits every item, then drops its submitter, which
+    // closes the pool; the run completes once the pool has drained. It says
+    // `queue full` the first time the queue is full (the tests wait for it).
+    // On a stop, the submit it is blocked in returns the item, which is
+    // logged as unsubmitted with every item not reached yet.
     let work = args.work;
     let feed_ledger = ledger.clone();
     rt.spawn("producer", move |_token| {
-        let items = ids.into_iter().map(|id| {
+        let mut items = ids.into_iter().map(|id| {
             let mut rng = fastrand::Rng::with_seed(id);
             let span = (work.max - work.min).as_nanos() as u64;
             let cost = work.min + Duration::from_nanos(rng.u64(0..=span));
             Item { id, cost }
         });
-        if let Err(refused) = submitter.feed(items) {
-            for item in refused.into_unsubmitted() {
+        let mut said_full = false;
+        while let Some(item) = items.next() {
+            let refused = match submitter.try_submit(item) {
+                Ok(()) => continue,
+                Err(TrySubmitError::Full(item)) => {
+                    if !said_full {
+                        said_full = true;
+                        say(format_args!("queue full"));
+                    }
+                    match submitter.submit(item) {
+                        Ok(()) => continue,
+                        Err(refused) => refused.into_inner(),
+                    }
+                }
+                Err(refused) => refused.into_inner(),
+            };
+            for item in std::iter::once(refused).chain(items) {
                 feed_ledger.log(format_args!("unsubmitted {}", item.id));
             }
+            break;
         }
         Ok(())
     })?;

@@ -1,0 +1,420 @@
+//! The signal behaviour, on real processes: each test spawns the `batch`
+//! example, waits for the line it prints when ready (never a sleep), sends
+//! real signals with `kill(2)`, and checks the exit code, a "does not hang"
+//! bound, the JSON report and the ledger — every item accounted for exactly
+//! once as done, failed, panicked, handed back, unsubmitted or abandoned.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::process::{example, Child, Exit, Ledger};
+
+/// Generous: a debug build on two busy cores. Only "does not hang".
+const HANG: Duration = Duration::from_secs(30);
+
+/// One run of the `batch` example with a ledger and a JSON report in a
+/// temporary directory.
+struct Batch {
+    child: Child,
+    dir: tempfile::TempDir,
+    items: u64,
+}
+
+impl Batch {
+    /// Starts `batch --items N --ledger … --report … args…` and waits for
+    /// `ready`.
+    fn start(items: u64, args: &[&str]) -> Batch {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Batch::start_in(dir, "ledger", items, args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, ledger: &str, items: u64, args: &[&str]) -> Batch {
+        let mut all = vec![
+            "--quiet".to_owned(),
+            "--items".to_owned(),
+            items.to_string(),
+            "--ledger".to_owned(),
+            dir.path().join(ledger).display().to_string(),
+            "--report".to_owned(),
+            dir.path().join("report.json").display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let child = Child::spawn(&example("batch"), &all, &dir.path().join("stderr"));
+        child.expect_line("ready", HANG);
+        Batch { child, dir, items }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits for the exit; returns it with the ledger and the report.
+    fn finish(&mut self) -> (Exit, Ledger, Value) {
+        let exit = self.child.wait_exit(HANG);
+        let ledger = Ledger::read(&self.path("ledger"));
+        let report = std::fs::read(self.path("report.json"))
+            .map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"))
+            .unwrap_or(Value::Null);
+        (exit, ledger, report)
+    }
+}
+
+/// The `batch` pool's entry in a JSON report.
+fn pool(report: &Value) -> &Value {
+    &report["pools"][0]
+}
+
+/// Checks the report's counts against the ledger and the accounting
+/// identity, and the ledger's exactly-once accounting.
+fn assert_consistent(items: u64, ledger: &Ledger, report: &Value) {
+    ledger.assert_accounted(items);
+    let p = pool(report);
+    let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("no {k} in {p}")) as usize;
+    assert_eq!(n("succeeded"), ledger.count("done"), "{report:#}");
+    assert_eq!(n("failed"), ledger.count("fail"), "{report:#}");
+    assert_eq!(n("panicked"), ledger.count("panic"), "{report:#}");
+    assert_eq!(n("handed_back"), ledger.count("handback"), "{report:#}");
+    assert_eq!(n("abandoned"), ledger.count("abandoned"), "{report:#}");
+    assert_eq!(
+        n("submitted"),
+        n("succeeded") + n("failed") + n("panicked") + n("handed_back") + n("abandoned"),
+        "the accounting identity: {report:#}"
+    );
+    assert_eq!(
+        n("submitted") + ledger.count("unsubmitted"),
+        items as usize,
+        "every item was either submitted or refused: {report:#}"
+    );
+}
+
+/// The seed for the random tests: `WINDDOWN_TEST_SEED` or the clock,
+/// printed so a failure can be replayed.
+fn seed() -> u64 {
+    let seed = std::env::var("WINDDOWN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("seed {seed} (replay with WINDDOWN_TEST_SEED={seed})");
+    seed
+}
+
+#[test]
+fn a_run_without_a_signal_completes_with_exit_code_zero_and_hooks_in_reverse() {
+    let mut run = Batch::start(300, &["--work", "0-1ms", "--hooks", "2", "--hook-ms", "5"]);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(0), "{}", run.child.stderr_text());
+    assert_eq!(report["reason"], "completed");
+    assert_consistent(run.items, &ledger, &report);
+    assert_eq!(ledger.count("done"), 300);
+    assert_eq!(ledger.hooks, ["1 begin", "1 end", "0 begin", "0 end"]);
+}
+
+#[test]
+fn a_signal_at_a_random_moment_accounts_for_every_item_exactly_once() {
+    let mut rng = fastrand::Rng::with_seed(seed());
+    for round in 0..8 {
+        let signal = if round % 2 == 0 {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        let policy = if rng.bool() { "finish" } else { "handback" };
+        let capacity = ["0", "1", "8", "64"][rng.usize(0..4)];
+        let delay = Duration::from_millis(rng.u64(0..400));
+        let args = [
+            "--work",
+            "0-2ms",
+            "--policy",
+            policy,
+            "--capacity",
+            capacity,
+            "--workers",
+            "3",
+            "--hooks",
+            "1",
+            "--hook-ms",
+            "1",
+        ];
+        let mut run = Batch::start(4000, &args);
+        // The moment is the point of this test, not a synchronisation.
+        std::thread::sleep(delay);
+        run.child.signal(signal);
+        let (exit, ledger, report) = run.finish();
+        let context = format!("round {round}: {signal} after {delay:?}, {args:?}");
+        assert_eq!(
+            exit.code,
+            Some(130),
+            "{context}\n{}",
+            run.child.stderr_text()
+        );
+        assert_eq!(report["reason"], "signal", "{context}");
+        assert_consistent(run.items, &ledger, &report);
+        if policy == "finish" {
+            assert_eq!(
+                ledger.count("handback"),
+                0,
+                "{context}: finish runs the queue"
+            );
+        }
+        assert_eq!(ledger.hooks, ["0 begin", "0 end"], "{context}");
+        assert!(report["drain_latency_ms"].as_f64().is_some(), "{context}");
+    }
+}
+
+#[test]
+fn finish_runs_every_queued_item_and_handback_returns_them_in_queue_order() {
+    for policy in ["finish", "handback"] {
+        // Two workers in 500 ms items and a queue of 4: the signal comes
+        // right after the queue is full.
+        let args = [
+            "--policy",
+            policy,
+            "--workers",
+            "2",
+            "--capacity",
+            "4",
+            "--work",
+            "500ms",
+        ];
+        let mut run = Batch::start(50, &args);
+        run.child.expect_line("queue full", HANG);
+        run.child.signal(Signal::SIGTERM);
+        let (exit, ledger, report) = run.finish();
+        assert_eq!(
+            exit.code,
+            Some(130),
+            "{policy}: {}",
+            run.child.stderr_text()
+        );
+        assert_consistent(run.items, &ledger, &report);
+        let submitted = pool(&report)["submitted"].as_u64().unwrap_or(0);
+        assert!(submitted >= 4, "{policy}: the queue was full: {report:#}");
+        if policy == "finish" {
+            assert_eq!(
+                ledger.count("done") as u64,
+                submitted,
+                "{policy}: {report:#}"
+            );
+            assert_eq!(ledger.count("handback"), 0, "{policy}");
+        } else {
+            let started = ledger.ids("start");
+            let handed: Vec<u64> = report["handed_back_ids"]
+                .as_array()
+                .expect("handed_back_ids")
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect();
+            assert!(!handed.is_empty(), "{policy}: {report:#}");
+            // Items are submitted in id order, and workers take them in
+            // queue order: what was not started comes back in that order.
+            let mut expect: Vec<u64> = (1..=submitted).filter(|id| !started.contains(id)).collect();
+            expect.sort_unstable();
+            assert_eq!(handed, expect, "{policy}: handed back in queue order");
+        }
+    }
+}
+
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once_with_130() {
+    // Item 1 holds its worker until the hard stop, 60 s away: only the
+    // second signal can end this run quickly.
+    let mut run = Batch::start(
+        1000,
+        &["--coop-stuck", "1", "--grace", "60000", "--work", "1ms"],
+    );
+    run.child.expect_line("stuck 1", HANG);
+    run.child.signal(Signal::SIGINT);
+    run.child.expect_line("phase draining", HANG);
+    run.child.signal(Signal::SIGINT);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(130), "{}", run.child.stderr_text());
+    assert!(exit.waited < Duration::from_secs(20), "{exit:?}");
+    assert_eq!(report, Value::Null, "no report: the process ended at once");
+    ledger.assert_at_most_once();
+    assert!(
+        !ledger.ids("done").contains(&1),
+        "item 1 was still held at the exit"
+    );
+}
+
+#[test]
+fn with_no_force_exit_a_second_signal_changes_nothing() {
+    let args = [
+        "--hooks",
+        "1",
+        "--hook-ms",
+        "1500",
+        "--hook-budget",
+        "10000",
+        "--no-force-exit",
+        "--work",
+        "0-1ms",
+    ];
+    let mut run = Batch::start(4000, &args);
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("phase releasing", HANG);
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("phase done", HANG);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(130), "{}", run.child.stderr_text());
+    assert_eq!(
+        ledger.hooks,
+        ["0 begin", "0 end"],
+        "the hook ran to its end"
+    );
+    assert_consistent(run.items, &ledger, &report);
+}
+
+#[test]
+fn a_stuck_job_is_named_abandoned_and_the_exit_comes_by_the_deadline() {
+    // Item 1 sleeps for an hour, deaf to every token.
+    let args = [
+        "--stuck",
+        "1",
+        "--grace",
+        "300",
+        "--kill-grace",
+        "200",
+        "--hooks",
+        "2",
+        "--hook-ms",
+        "10",
+        "--hook-budget",
+        "500",
+        "--work",
+        "1ms",
+    ];
+    let mut run = Batch::start(500, &args);
+    run.child.expect_line("stuck 1", HANG);
+    run.child.signal(Signal::SIGTERM);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(1), "{}", run.child.stderr_text());
+    // grace + kill grace + hooks is ~0.5 s; the bound only says "no hang".
+    assert!(exit.waited < Duration::from_secs(10), "{exit:?}");
+    assert_consistent(run.items, &ledger, &report);
+    assert_eq!(ledger.ids("abandoned"), [1]);
+    let stuck = &report["stuck"][0];
+    assert!(
+        stuck["thread"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("batch-")),
+        "{report:#}"
+    );
+    assert_eq!(stuck["job_key"], "1", "{report:#}");
+    assert!(
+        stuck["ms_in_job"].as_f64().is_some_and(|ms| ms >= 300.0),
+        "{report:#}"
+    );
+    assert_eq!(pool(&report)["abandoned_keys"][0], "1");
+    assert_eq!(ledger.hooks, ["1 begin", "1 end", "0 begin", "0 end"]);
+}
+
+#[test]
+fn a_panic_storm_is_counted_and_exits_with_1() {
+    let mut run = Batch::start(400, &["--panic-every", "1", "--work", "0-1ms"]);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(1), "{}", run.child.stderr_text());
+    assert_consistent(run.items, &ledger, &report);
+    assert_eq!(ledger.count("panic"), 400);
+    assert_eq!(
+        report["errors"].as_array().map(Vec::len),
+        Some(8),
+        "the first few"
+    );
+
+    // The same under a signal: failures decide the exit code. `finish`
+    // runs the full queue, so items 2 (fails) and 3 (panics) run.
+    let args = [
+        "--policy",
+        "finish",
+        "--panic-every",
+        "3",
+        "--fail-every",
+        "2",
+    ];
+    let mut run = Batch::start(4000, &args);
+    run.child.expect_line("queue full", HANG);
+    run.child.signal(Signal::SIGINT);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(1), "{}", run.child.stderr_text());
+    assert_eq!(report["reason"], "signal");
+    assert_consistent(run.items, &ledger, &report);
+}
+
+#[test]
+fn fail_fast_stops_the_run_at_the_first_failure() {
+    let mut run = Batch::start(
+        4000,
+        &["--fail-fast", "--fail-every", "50", "--work", "0-1ms"],
+    );
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(1), "{}", run.child.stderr_text());
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("batch") && reason.contains("injected failure"),
+        "{reason}"
+    );
+    assert_consistent(run.items, &ledger, &report);
+    assert!(ledger.count("fail") >= 1);
+    assert!(
+        ledger.count("handback") + ledger.count("unsubmitted") > 0,
+        "the stop came before the end: {report:#}"
+    );
+}
+
+#[test]
+fn a_resumed_run_processes_exactly_the_items_the_interrupted_one_did_not() {
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let items = 3000;
+    let mut first = Batch::start(items, &["--work", "0-1ms", "--fail-every", "97"]);
+    std::thread::sleep(Duration::from_millis(rng.u64(50..300)));
+    first.child.signal(Signal::SIGTERM);
+    let (exit, l1, _) = first.finish();
+    let expected = if l1.count("fail") > 0 { 1 } else { 130 };
+    assert_eq!(exit.code, Some(expected), "{}", first.child.stderr_text());
+    l1.assert_accounted(items);
+
+    let ledger1 = first.path("ledger").display().to_string();
+    let mut second = Batch::start_in(
+        first.dir,
+        "ledger2",
+        items,
+        &[
+            "--work",
+            "0-1ms",
+            "--resume",
+            &ledger1,
+            "--fail-every",
+            "97",
+        ],
+    );
+    let exit = second.child.wait_exit(HANG);
+    assert_eq!(exit.code, Some(1), "{}", second.child.stderr_text());
+    let l2 = Ledger::read(&second.path("ledger2"));
+
+    let finished1: Vec<u64> = ["done", "fail", "panic"]
+        .iter()
+        .flat_map(|k| l1.ids(k))
+        .collect();
+    let started2 = l2.ids("start");
+    assert!(
+        finished1.iter().all(|id| !started2.contains(id)),
+        "the resumed run redid finished items"
+    );
+    let mut all: Vec<u64> = finished1;
+    all.extend(["done", "fail", "panic"].iter().flat_map(|k| l2.ids(k)));
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=items).collect::<Vec<_>>(),
+        "every id exactly once"
+    );
+}
