@@ -109,6 +109,10 @@ struct Args {
     /// earlier ledger.
     #[arg(long, value_name = "LEDGER")]
     resume: Option<PathBuf>,
+    /// Keep the pool open after the last item, like a consumer waiting for
+    /// more work, until a signal (to measure the drain of an idle pool).
+    #[arg(long)]
+    keep_open: bool,
     /// No progress bar, no report on stderr.
     #[arg(long)]
     quiet: bool,
@@ -332,7 +336,8 @@ fn main() -> anyhow::Result<ExitCode> {
     // logged as unsubmitted with every item not reached yet.
     let work = args.work;
     let feed_ledger = ledger.clone();
-    rt.spawn("producer", move |_token| {
+    let keep_open = args.keep_open;
+    rt.spawn("producer", move |token| {
         let mut items = ids.into_iter().map(|id| {
             let mut rng = fastrand::Rng::with_seed(id);
             let span = (work.max - work.min).as_nanos() as u64;
@@ -359,6 +364,9 @@ fn main() -> anyhow::Result<ExitCode> {
                 feed_ledger.log(format_args!("unsubmitted {}", item.id));
             }
             break;
+        }
+        if keep_open {
+            token.wait();
         }
         Ok(())
     })?;
