@@ -11,7 +11,11 @@
 //! * under [`DrainPolicy::HandBack`] it takes no new job once stopping has
 //!   begun; a job it had just received is handed back;
 //! * under [`DrainPolicy::Finish`] it keeps taking jobs until the channel is
-//!   empty and disconnected (the runtime dropped the only sender).
+//!   empty and disconnected (the only sender was dropped). An idle worker
+//!   waits on the channel *and* the stop token, so the trigger wakes it
+//!   directly; it then drops the sender itself if no submit holds it
+//!   (`Queue::try_disconnect`), without waiting for the runtime's thread to
+//!   wake up and close the queue.
 //!
 //! # The job slot
 //!
@@ -439,9 +443,27 @@ fn worker_loop<T: Send + 'static>(
                 },
             }
         } else {
-            match rx.recv() {
+            match rx.try_recv() {
                 Ok(job) => job,
-                Err(_) => break, // empty and disconnected: nothing more will come
+                Err(TryRecvError::Disconnected) => break, // nothing more will come
+                Err(TryRecvError::Empty) if token.is_stopping() => {
+                    // Woken by the trigger itself: disconnect the channel
+                    // now rather than wait for the runtime's thread to wake
+                    // and close the queue (one wake-up less on the drain's
+                    // critical path). Then drain what is left as usual.
+                    core.queue.try_disconnect();
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => break, // empty and disconnected
+                    }
+                }
+                Err(TryRecvError::Empty) => select! {
+                    recv(rx) -> job => match job {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                    recv(token.receiver()) -> _ => continue,
+                },
             }
         };
         // The stop may have begun while we waited.

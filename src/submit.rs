@@ -68,6 +68,16 @@ impl<T> Queue<T> {
         drop(sender);
     }
 
+    /// Drops the sender if no submit holds the lock right now, and otherwise
+    /// does nothing: `close` (which the runtime always calls) finishes the
+    /// job. Never blocks, so a herd of workers that saw the stop at once
+    /// does not queue up on the lock. Only called once stopping has begun.
+    pub(crate) fn try_disconnect(&self) {
+        if let Some(mut sender) = self.sender.try_write() {
+            drop(sender.take());
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_stopping()
     }
