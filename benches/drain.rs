@@ -15,6 +15,9 @@ use std::time::Duration;
 use criterion::Criterion;
 use support::{adaptive, impls, ratio_table, run_once, save, smoke, table, Case, Record};
 
+/// The small stack of the `drain/idle-stack128k/W` scenario.
+const STACK: usize = 128 * 1024;
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let smoke = smoke();
@@ -55,6 +58,21 @@ fn main() {
             };
             for &imp in &impls {
                 let group = format!("drain/busy/{w}/{unit}ms");
+                bench(&mut c, &group, case, imp, samples, &mut records);
+            }
+        }
+    }
+    // Smaller stacks (the pool's `stack_size` option), winddown and the
+    // floor alike, at the worker counts where thread teardown dominates.
+    let stack_ws: &[usize] = if smoke { &[2] } else { &[64, 256, 1024] };
+    for &w in stack_ws {
+        let case = Case {
+            stack: Some(STACK),
+            ..Case::idle(w)
+        };
+        for imp in [support::Impl::Winddown, support::Impl::Floor] {
+            if impls.contains(&imp) {
+                let group = format!("drain/idle-stack{}k/{w}", STACK / 1024);
                 bench(&mut c, &group, case, imp, samples, &mut records);
             }
         }
