@@ -243,6 +243,10 @@ impl HardTree {
         if !node.stop_hard(reason.clone(), at) {
             return;
         }
+        // The node's own reason, not the argument: if the graceful stop won
+        // with another reason, the children must get that one (invariant 2),
+        // even when the graceful stop has not reached them yet.
+        let reason = node.reason().unwrap_or(reason);
         let children = std::mem::take(&mut *self.children.lock());
         for (n, t) in children {
             if let (Some(n), Some(t)) = (n.upgrade(), t.upgrade()) {
