@@ -179,6 +179,12 @@ struct Ends {
 trait Armed {
     /// Threads named `bw…` that must be parked before the trigger.
     fn expected_threads(&self) -> usize;
+    /// Whether the workers wake up by themselves (the polling idiom): they
+    /// are then never all asleep at once, and the parked check settles for
+    /// most of them.
+    fn polls(&self) -> bool {
+        false
+    }
     fn submit(&self, job: Job);
     /// Triggers the stop (stamping `t0` just before) and waits for the end.
     fn fire(self: Box<Self>) -> Ends;
@@ -191,7 +197,7 @@ impl Started {
     /// Starts `imp` and waits until every thread is parked.
     pub(crate) fn new(imp: Impl, case: &Case) -> Started {
         let armed = arm(imp, case);
-        wait_quiescent(armed.expected_threads());
+        wait_quiescent(armed.expected_threads(), armed.polls());
         Started(armed)
     }
 
@@ -223,7 +229,7 @@ pub(crate) fn run_once(imp: Impl, case: &Case) -> Sample {
             "the signal trigger is wired for winddown and the floor only"
         );
     }
-    wait_quiescent(armed.expected_threads());
+    wait_quiescent(armed.expected_threads(), armed.polls());
     let busy = case.busy.map(|unit| {
         // W + 1 parties: every worker is inside its job when the bench
         // thread passes the barrier.
@@ -540,6 +546,10 @@ impl Armed for PollArmed {
         self.handles.len()
     }
 
+    fn polls(&self) -> bool {
+        true
+    }
+
     fn submit(&self, job: Job) {
         self.tx.send(job).expect("poll pool running");
     }
@@ -779,9 +789,11 @@ impl Armed for RayonArmed {
 // ===== Parked check =====
 
 /// Waits until exactly `expected` threads named `bw…` exist and all are
-/// sleeping (state `S`/`D` in `/proc/self/task/*/stat`), twice in a row.
+/// sleeping (state `S`/`D` in `/proc/self/task/*/stat`), twice in a row;
+/// with `polling`, until at least 90 % of them are (polling workers wake up
+/// every 10 ms by themselves, so all of them are rarely asleep at once).
 /// Outside the timed region; on a system without `/proc` it waits 20 ms.
-pub(crate) fn wait_quiescent(expected: usize) {
+pub(crate) fn wait_quiescent(expected: usize, polling: bool) {
     if std::fs::metadata("/proc/self/task").is_err() {
         thread::sleep(Duration::from_millis(20));
         return;
@@ -790,7 +802,12 @@ pub(crate) fn wait_quiescent(expected: usize) {
     let mut good = 0;
     loop {
         let (n, parked) = scan_threads();
-        if n == expected && parked == expected {
+        let enough = if polling {
+            parked * 10 >= expected * 9
+        } else {
+            parked == expected
+        };
+        if n == expected && enough {
             good += 1;
             if good == 2 {
                 return;
