@@ -33,8 +33,7 @@ pub fn assert_balanced(report: &Report) {
 }
 
 /// A gate jobs block on until the test opens it (by dropping the only
-/// sender: every waiter, present and future, is released). Opens on drop,
-/// so a failing test does not leave threads blocked forever.
+/// sender: every waiter, present and future, is released).
 #[derive(Debug)]
 pub struct Gate {
     tx: Mutex<Option<Sender<()>>>,
