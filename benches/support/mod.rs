@@ -180,8 +180,8 @@ trait Armed {
     /// Threads named `bw…` that must be parked before the trigger.
     fn expected_threads(&self) -> usize;
     /// Whether the workers wake up by themselves (the polling idiom): they
-    /// are then never all asleep at once, and the parked check settles for
-    /// most of them.
+    /// are then never all asleep at once, and the parked check only waits
+    /// for them to exist.
     fn polls(&self) -> bool {
         false
     }
@@ -789,12 +789,22 @@ impl Armed for RayonArmed {
 // ===== Parked check =====
 
 /// Waits until exactly `expected` threads named `bw…` exist and all are
-/// sleeping (state `S`/`D` in `/proc/self/task/*/stat`), twice in a row;
-/// with `polling`, until at least 90 % of them are (polling workers wake up
-/// every 10 ms by themselves, so all of them are rarely asleep at once).
-/// Outside the timed region; on a system without `/proc` it waits 20 ms.
+/// sleeping (state `S`/`D` in `/proc/self/task/*/stat`), twice in a row.
+/// With `polling`, the workers wake up every 10 ms by themselves (at 1024 of
+/// them on 2 cores they are *never* all asleep), so it waits until they all
+/// exist and then 20 ms more. Outside the timed region; on a system without
+/// `/proc` it waits 20 ms.
 pub(crate) fn wait_quiescent(expected: usize, polling: bool) {
     if std::fs::metadata("/proc/self/task").is_err() {
+        thread::sleep(Duration::from_millis(20));
+        return;
+    }
+    if polling {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scan_threads().0 != expected {
+            assert!(Instant::now() < deadline, "polling threads never started");
+            thread::sleep(Duration::from_micros(200));
+        }
         thread::sleep(Duration::from_millis(20));
         return;
     }
@@ -802,12 +812,7 @@ pub(crate) fn wait_quiescent(expected: usize, polling: bool) {
     let mut good = 0;
     loop {
         let (n, parked) = scan_threads();
-        let enough = if polling {
-            parked * 10 >= expected * 9
-        } else {
-            parked == expected
-        };
-        if n == expected && enough {
+        if n == expected && parked == expected {
             good += 1;
             if good == 2 {
                 return;
