@@ -792,7 +792,7 @@ impl Armed for RayonArmed {
 /// sleeping (state `S`/`D` in `/proc/self/task/*/stat`), twice in a row.
 /// With `polling`, the workers wake up every 10 ms by themselves (at 1024 of
 /// them on 2 cores they are *never* all asleep), so it waits until they all
-/// exist and then 20 ms more. Outside the timed region; on a system without
+/// exist and then 20–30 ms more (a random phase). Outside the timed region; on a system without
 /// `/proc` it waits 20 ms.
 pub(crate) fn wait_quiescent(expected: usize, polling: bool) {
     if std::fs::metadata("/proc/self/task").is_err() {
@@ -805,7 +805,9 @@ pub(crate) fn wait_quiescent(expected: usize, polling: bool) {
             assert!(Instant::now() < deadline, "polling threads never started");
             thread::sleep(Duration::from_micros(200));
         }
-        thread::sleep(Duration::from_millis(20));
+        // A random phase against their 10 ms period, or every trigger
+        // would land at the same point of it.
+        thread::sleep(Duration::from_micros(20_000 + fastrand::u64(0..10_000)));
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
