@@ -301,3 +301,55 @@ fn drain_latency_is_present_and_at_most_the_total() {
     assert_eq!(report.reason, StopReason::Requested("stop".into()));
     assert!(format!("{report:#}").contains("drain latency"));
 }
+
+#[test]
+fn the_hard_stop_path_goes_through_every_phase_in_order() {
+    let phases = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let p = phases.clone();
+    let mut runtime = rt()
+        .grace(Duration::from_millis(20))
+        .kill_grace(Duration::from_secs(20))
+        .on_phase(move |phase| p.lock().push(phase))
+        .build()
+        .unwrap();
+    runtime
+        .spawn("hard-phases", |token| {
+            token.wait_hard();
+            Ok(())
+        })
+        .unwrap();
+    runtime.request("stop");
+    let report = runtime.run();
+    assert!(report.timings.hard_stop.is_some());
+    use winddown::Phase::*;
+    assert_eq!(
+        *phases.lock(),
+        [StopAccepting, Draining, HardStop, Releasing, Done]
+    );
+}
+
+#[test]
+fn a_runtime_dropped_with_a_stuck_job_returns_within_its_deadlines() {
+    let grace = Duration::from_millis(100);
+    let mut runtime = rt().grace(grace).kill_grace(grace).build().unwrap();
+    let stuck = Gate::new();
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let g = stuck.clone();
+    let submitter = runtime
+        .pool::<u32>("drop-stuck")
+        .workers(1)
+        .start(move |_, _| {
+            started_tx.send(()).unwrap();
+            g.wait();
+            Ok(())
+        })
+        .unwrap();
+    submitter.submit(1).unwrap();
+    started_rx.recv_timeout(HANG).unwrap();
+    let start = Instant::now();
+    drop(runtime);
+    let elapsed = start.elapsed();
+    stuck.open();
+    assert!(elapsed >= 2 * grace, "dropped early: {elapsed:?}");
+    assert!(elapsed < 2 * grace + SLACK, "took {elapsed:?}");
+}

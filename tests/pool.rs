@@ -511,3 +511,22 @@ fn every_report_is_balanced_and_every_job_is_accounted_for_exactly_once() {
         }
     }
 }
+
+#[test]
+fn a_hand_back_pool_whose_submitters_drop_runs_everything_and_completes() {
+    let mut runtime = rt().build().unwrap();
+    let submitter = runtime
+        .pool::<u32>("hb-complete")
+        .workers(2)
+        .capacity(4)
+        .drain(DrainPolicy::HandBack)
+        .start(|_, _| Ok(()))
+        .unwrap();
+    submitter.feed(0..100).unwrap();
+    drop(submitter);
+    let report = runtime.run();
+    assert_eq!(report.reason, StopReason::Completed);
+    let pool = &report.pools[0];
+    assert_eq!((pool.succeeded, pool.handed_back), (100, 0));
+    assert_eq!(report.take_handed_back::<u32>("hb-complete"), Some(vec![]));
+}

@@ -561,3 +561,20 @@ fn a_job_that_submits_to_its_own_full_pool_does_not_deadlock_the_stop() {
         "{report:#}"
     );
 }
+
+#[test]
+fn dropping_the_runtime_releases_a_blocked_submit_with_its_job() {
+    let mut runtime = rt().build().unwrap();
+    let gate = Gate::new();
+    let (submitter, started) = gated_pool(&mut runtime, "dropped", 0, &gate);
+    submitter.submit(1).unwrap();
+    assert_eq!(started.recv_timeout(HANG), Ok(1));
+    let blocked = submit_in_thread(&submitter, 2);
+    assert_still_blocked(&blocked);
+    // Drop on another thread: it joins the worker, which waits on the gate.
+    let dropper = thread::spawn(move || drop(runtime));
+    assert_eq!(blocked.recv_timeout(HANG).expect("hung").unwrap_err().0, 2);
+    gate.open();
+    dropper.join().unwrap();
+    assert!(submitter.is_closed());
+}

@@ -462,3 +462,15 @@ fn a_runtime_token_stops_with_the_request_and_its_children_follow() {
     assert_eq!(report.reason, req("test over"));
     assert_eq!(token.reason(), Some(req("test over")));
 }
+
+#[test]
+fn stop_reasons_display_in_lower_case_words() {
+    assert_eq!(StopReason::Signal.to_string(), "signal");
+    assert_eq!(req("deploy").to_string(), "requested: deploy");
+    assert_eq!(StopReason::Completed.to_string(), "completed");
+    let failed = StopReason::JobFailed {
+        pool: "hash".into(),
+        error: "disk full".into(),
+    };
+    assert_eq!(failed.to_string(), "job failed in pool hash: disk full");
+}
