@@ -530,3 +530,42 @@ fn a_hand_back_pool_whose_submitters_drop_runs_everything_and_completes() {
     assert_eq!((pool.succeeded, pool.handed_back), (100, 0));
     assert_eq!(report.take_handed_back::<u32>("hb-complete"), Some(vec![]));
 }
+
+/// Known bug, left for the pool's owners: when several workers each take a
+/// job just as the stop begins, each hands its job back itself, in whatever
+/// order the workers get there, so two handed-back jobs can swap (seen:
+/// `[3443, 3444, 3445, 3442, 3446, …]`). The fix needs the jobs' queue
+/// positions (e.g. a sequence number carried through the channel), which the
+/// pool does not have today. Run with `--ignored` to reproduce (a debug
+/// build hits it most often).
+#[test]
+#[ignore = "known bug: handed-back jobs taken by racing workers can leave queue order"]
+fn handed_back_jobs_stay_in_queue_order_when_workers_race_the_stop() {
+    for round in 0..1000 {
+        let mut runtime = rt().build().unwrap();
+        let (ran_tx, ran_rx) = crossbeam_channel::unbounded::<()>();
+        let submitter = runtime
+            .pool::<u32>("race")
+            .workers(8)
+            .capacity(64)
+            .drain(DrainPolicy::HandBack)
+            .start(move |_, _| {
+                let _ = ran_tx.send(());
+                Ok(())
+            })
+            .unwrap();
+        let producer = thread::spawn(move || {
+            let _ = submitter.feed(0..);
+        });
+        for _ in 0..(round % 50) {
+            ran_rx.recv().unwrap();
+        }
+        runtime.request("race");
+        let report = runtime.run();
+        producer.join().unwrap();
+        let back = report.take_handed_back::<u32>("race").unwrap();
+        let mut sorted = back.clone();
+        sorted.sort_unstable();
+        assert_eq!(back, sorted, "round {round}");
+    }
+}
