@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use winddown::{Phase, Report, Request, Response, Runtime, Server, Submitter, Token};
+use winddown::{HookOutcome, Phase, Report, Request, Response, Runtime, Server, Submitter, Token};
 
 /// A blocking HTTP service that drains on SIGTERM.
 #[derive(Parser, Debug)]
@@ -222,7 +222,16 @@ fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
         "hooks": report
             .hooks
             .iter()
-            .map(|h| serde_json::json!({ "name": h.name, "outcome": format!("{:?}", h.outcome) }))
+            .map(|h| {
+                let (outcome, error) = match &h.outcome {
+                    HookOutcome::Ok => ("ok", None),
+                    HookOutcome::Failed(e) => ("failed", Some(e.as_str())),
+                    HookOutcome::Panicked(e) => ("panicked", Some(e.as_str())),
+                    HookOutcome::TimedOut => ("timed_out", None),
+                    _ => ("other", None),
+                };
+                serde_json::json!({ "name": h.name, "outcome": outcome, "error": error })
+            })
             .collect::<Vec<_>>(),
     });
     let tmp = path.with_extension("json.tmp");

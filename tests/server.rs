@@ -1,1 +1,420 @@
-//! Placeholder while the server tests are written.
+//! The HTTP server's drain, seen from outside: the `server` example as a real
+//! process stopped by a real SIGTERM and driven by real TCP clients; and a
+//! few in-process checks of `Server` in a `Runtime` (signals off, stopped by
+//! `Handle::request`).
+//!
+//! Nothing here sleeps to synchronise: a request is known to be in flight
+//! from the example's `inflight N` line, the stop from its `stopping` line,
+//! the listener's close from an idle connection's end of stream (the server
+//! closes idle connections only after the listener). Time is only measured,
+//! against bounds that the behaviour under test must beat and the fallback
+//! (the keep-alive timeout, the end of the process) would not.
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::http::{get, ms, secs, Client, HttpResponse, ServerProcess};
+use winddown::{BuildError, ConnectionCounts, Response, Runtime, Server, ServerReport};
+
+/// The exit code of a clean drain after SIGTERM (the runtime's default).
+const SIGNAL_EXIT: i32 = 130;
+
+fn exit_code(server: &mut ServerProcess, within: Duration) -> (i32, Vec<String>) {
+    let (status, rest) = server.wait_exit(within);
+    (status.code().expect("exited, not killed"), rest)
+}
+
+fn connections(report: &serde_json::Value) -> [u64; 5] {
+    let c = &report["connections"];
+    ["accepted", "served", "idle_closed", "drained", "forced"].map(|k| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("connections.{k} in {report}"))
+    })
+}
+
+fn assert_ok_closing(r: &HttpResponse, body: &str) {
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), body, "{r:?}");
+    assert!(r.closes(), "no Connection: close on {r:?}");
+}
+
+// ===== Real processes, real SIGTERM =====
+
+#[test]
+fn in_flight_requests_at_sigterm_all_complete_with_connection_close() {
+    const N: usize = 50;
+    let mut server = ServerProcess::start(&["--workers", "64"]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..N)
+        .map(|_| {
+            std::thread::spawn(move || -> io::Result<HttpResponse> {
+                let mut c = Client::connect(addr)?;
+                c.get("/sleep?ms=500")?; // keep-alive: the close is the server's
+                let r = c.read_response()?;
+                c.read_eof()?;
+                Ok(r)
+            })
+        })
+        .collect();
+    server.expect_line(|l| l == format!("inflight {N}"), secs(20));
+    let signalled = Instant::now();
+    server.sigterm();
+    for c in clients {
+        let r = c
+            .join()
+            .unwrap()
+            .expect("a complete response, then a clean end");
+        assert_ok_closing(&r, "500");
+    }
+    let (code, rest) = exit_code(&mut server, secs(10));
+    assert!(
+        signalled.elapsed() < secs(5),
+        "exit {:?} after the signal",
+        signalled.elapsed()
+    );
+    assert_eq!(code, SIGNAL_EXIT);
+    assert!(rest.contains(&format!("stopping inflight={N}")), "{rest:?}");
+    let report = server.report();
+    assert_eq!(connections(&report), [N as u64, N as u64, 0, N as u64, 0]);
+}
+
+#[test]
+fn idle_keep_alive_connections_read_a_clean_end_of_stream_promptly() {
+    let mut server = ServerProcess::start(&[]);
+    let mut idle: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = Client::connect(server.addr).unwrap();
+            c.get("/health").unwrap();
+            let r = c.read_response().unwrap();
+            assert!(!r.closes(), "keep-alive before the stop: {r:?}");
+            c
+        })
+        .collect();
+    // A request still running keeps the process alive: the ends of stream
+    // below are the server's doing, not the process's exit.
+    let mut busy = Client::connect(server.addr).unwrap();
+    busy.get("/sleep?ms=3000").unwrap();
+    server.expect_line(|l| l == "inflight 1", secs(10));
+    let signalled = Instant::now();
+    server.sigterm();
+    for c in &mut idle {
+        c.read_eof().expect("a clean end of stream (FIN, no reset)");
+    }
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after < ms(1500),
+        "idle connections closed {closed_after:?} after the signal"
+    );
+    assert_ok_closing(&busy.read_response().unwrap(), "3000");
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    assert_eq!(connections(&server.report()), [4, 4, 3, 1, 0]);
+}
+
+#[test]
+fn connects_after_the_listener_closed_are_refused() {
+    let mut server = ServerProcess::start(&[]);
+    let mut idle = Client::connect(server.addr).unwrap();
+    idle.get("/health").unwrap();
+    idle.read_response().unwrap();
+    let mut busy = Client::connect(server.addr).unwrap();
+    busy.get("/sleep?ms=2000").unwrap();
+    server.expect_line(|l| l == "inflight 1", secs(10));
+    server.sigterm();
+    // The server closes idle connections only once the listener is closed.
+    idle.read_eof().expect("a clean end of stream");
+    for _ in 0..10 {
+        let err = TcpStream::connect(server.addr).expect_err("the listener is closed");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    }
+    // The server is still draining meanwhile.
+    assert_ok_closing(&busy.read_response().unwrap(), "2000");
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    let [accepted, ..] = connections(&server.report());
+    assert_eq!(accepted, 2, "no refused connect was counted");
+}
+
+#[test]
+fn a_busy_keep_alive_connections_last_response_is_complete_and_says_connection_close() {
+    let mut server = ServerProcess::start(&[]);
+    let mut c = Client::connect(server.addr).unwrap();
+    c.get("/sleep?ms=1").unwrap();
+    let first = c.read_response().unwrap();
+    assert!(!first.closes(), "keep-alive before the stop: {first:?}");
+    c.get("/sleep?ms=1000").unwrap();
+    server.expect_line(|l| l == "inflight 1", secs(10));
+    server.sigterm();
+    let last = c.read_response().expect("the whole last response");
+    assert_ok_closing(&last, "1000");
+    assert_eq!(last.header("content-length"), Some("4"));
+    c.read_eof().expect("then a clean end of stream");
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    assert_eq!(connections(&server.report()), [1, 2, 0, 1, 0]);
+}
+
+#[test]
+fn silent_and_half_sent_connections_are_closed_promptly_with_a_fin() {
+    let mut server = ServerProcess::start(&[]);
+    let silent = Client::connect(server.addr).unwrap();
+    let mut half = Client::connect(server.addr).unwrap();
+    half.send(b"GET /sleep?ms=1 HTTP/1.1\r\nHost: te").unwrap();
+    let mut busy = Client::connect(server.addr).unwrap();
+    busy.get("/sleep?ms=3000").unwrap();
+    server.expect_line(|l| l == "inflight 1", secs(10));
+    let signalled = Instant::now();
+    server.sigterm();
+    for mut c in [silent, half] {
+        c.read_eof().expect("no response, a clean end of stream");
+    }
+    // Far below the keep-alive timeout (5 s) and the busy request (3 s).
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after < ms(1500),
+        "closed {closed_after:?} after the signal"
+    );
+    assert_ok_closing(&busy.read_response().unwrap(), "3000");
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    assert_eq!(connections(&server.report()), [3, 1, 2, 1, 0]);
+}
+
+#[test]
+fn an_endless_stream_is_cut_at_the_deadline_and_counted_as_forced() {
+    let mut server = ServerProcess::start(&["--grace", "1000", "--kill-grace", "500"]);
+    let mut c = Client::connect(server.addr).unwrap();
+    c.get("/stream?chunks=0&every=20").unwrap();
+    let head = c.read_head().unwrap();
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(c.read_chunk().unwrap().as_deref(), Some(&b"chunk 1\n"[..]));
+    let signalled = Instant::now();
+    server.sigterm();
+    let mut chunks = 1;
+    let err = loop {
+        match c.read_chunk() {
+            Ok(Some(_)) => chunks += 1,
+            Ok(None) => panic!("an endless stream ended with a final chunk"),
+            Err(e) => break e,
+        }
+    };
+    let cut_after = signalled.elapsed();
+    // Cut by the server's close (FIN) without the final chunk.
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(
+        cut_after >= ms(900) && cut_after < secs(3),
+        "cut {cut_after:?} after the signal (grace 1 s)"
+    );
+    assert!(
+        chunks > 10,
+        "the stream went on until the deadline: {chunks}"
+    );
+    let (code, _) = exit_code(&mut server, secs(10));
+    assert_eq!(code, 1, "a forced connection fails the run");
+    let report = server.report();
+    assert_eq!(connections(&report), [1, 0, 0, 0, 1]);
+    assert_eq!(report["exit_code"], 1);
+}
+
+#[test]
+fn health_answers_503_during_the_pre_close_delay_while_requests_are_still_served() {
+    let mut server = ServerProcess::start(&["--pre-close-delay", "1500"]);
+    let before = get(server.addr, "/health").unwrap();
+    assert_eq!((before.status, before.text().as_str()), (200, "ok\n"));
+    let signalled = Instant::now();
+    server.sigterm();
+    server.expect_line(|l| l.starts_with("stopping"), secs(10));
+    // New connections are still accepted and served during the delay.
+    let during = get(server.addr, "/health").unwrap();
+    assert_eq!((during.status, during.text().as_str()), (503, "stopping\n"));
+    let mut c = Client::connect(server.addr).unwrap();
+    c.get("/sleep?ms=5").unwrap();
+    assert_ok_closing(&c.read_response().unwrap(), "5");
+    c.read_eof().unwrap();
+    assert!(
+        signalled.elapsed() < ms(1500),
+        "the checks ran in the delay"
+    );
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    let exited_after = signalled.elapsed();
+    assert!(
+        exited_after >= ms(1500) && exited_after < secs(5),
+        "exit {exited_after:?} after the signal (delay 1.5 s)"
+    );
+    // The first closed before the stop; both answered during the delay drained.
+    assert_eq!(connections(&server.report()), [3, 3, 0, 2, 0]);
+}
+
+#[test]
+fn the_exit_code_and_the_json_report_are_as_documented() {
+    let mut server = ServerProcess::start(&[]);
+    let mut c = Client::connect(server.addr).unwrap();
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+          Content-Length: 14\r\nConnection: close\r\n\r\nhello winddown",
+    )
+    .unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello winddown"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    c.read_eof().unwrap();
+    server.sigterm();
+    let (code, rest) = exit_code(&mut server, secs(10));
+    assert_eq!(code, SIGNAL_EXIT);
+    assert!(rest.contains(&"audit bytes=14".to_owned()), "{rest:?}");
+    let report = server.report();
+    assert_eq!(report["reason"], "signal");
+    assert_eq!(report["exit_code"], SIGNAL_EXIT);
+    let drain = report["drain_latency_ms"]
+        .as_f64()
+        .expect("a drain latency");
+    assert!((0.0..5000.0).contains(&drain), "{drain}");
+    assert_eq!(connections(&report), [1, 1, 0, 0, 0]);
+    assert_eq!(report["connections"]["closed"], 1);
+    assert_eq!(report["servers"][0]["name"], "http");
+    assert_eq!(report["servers"][0]["handler_errors"], 0);
+    assert_eq!(report["pools"][0]["name"], "audit");
+    assert_eq!(report["pools"][0]["succeeded"], 1);
+    let hooks = report["hooks"].as_array().expect("hooks");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["name"], "audit-log");
+    assert_eq!(hooks[0]["outcome"], "ok");
+    assert!(server.stderr().contains("server http: 1 connections"));
+}
+
+#[test]
+fn the_port_can_be_bound_again_right_after_exit() {
+    let mut server = ServerProcess::start(&[]);
+    // Connections the server closes itself leave its side in TIME_WAIT.
+    let mut idle = Client::connect(server.addr).unwrap();
+    idle.get("/health").unwrap();
+    idle.read_response().unwrap();
+    get(server.addr, "/sleep?ms=1").unwrap();
+    server.sigterm();
+    idle.read_eof().unwrap();
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    let again = TcpListener::bind(server.addr).expect("bind the same port at once");
+    drop(again);
+}
+
+// ===== In process =====
+
+/// Runs a server with `handler` in a runtime without signal handling, lets
+/// `client` drive it (it gets the address and stops the runtime when done),
+/// and returns the server's report and the exit code.
+fn run_in_process<H, C>(workers: usize, handler: H, client: C) -> (ServerReport, i32)
+where
+    H: Fn(&winddown::Request, &winddown::Token) -> anyhow::Result<Response> + Send + Sync + 'static,
+    C: FnOnce(std::net::SocketAddr, winddown::Handle) + Send + 'static,
+{
+    let mut rt = Runtime::builder()
+        .signals(false)
+        .grace(secs(10))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .workers(workers)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    server.start(&mut rt, handler).unwrap();
+    let handle = rt.handle();
+    let client = std::thread::spawn(move || client(addr, handle));
+    let report = rt.run();
+    client.join().expect("the client's checks passed");
+    assert_eq!(report.servers.len(), 1);
+    (report.servers[0].clone(), report.exit_code)
+}
+
+#[test]
+fn zero_workers_is_refused_and_the_port_is_released() {
+    let mut rt = Runtime::builder().signals(false).build().unwrap();
+    let server = Server::builder()
+        .name("api")
+        .workers(0)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let err = server
+        .start(&mut rt, |_, _| Ok(Response::new(204)))
+        .expect_err("zero workers");
+    assert!(
+        matches!(&err, BuildError::ZeroWorkers { pool } if pool == "api"),
+        "{err:?}"
+    );
+    TcpListener::bind(addr).expect("the listener was closed");
+    assert!(rt.run().servers.is_empty());
+}
+
+#[test]
+fn every_accepted_connection_is_counted_once_by_how_it_ended() {
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    let handler = move |req: &winddown::Request, token: &winddown::Token| {
+        if req.path() == "/wait-for-stop" {
+            started_tx.send(()).unwrap();
+            token.wait();
+        }
+        Ok(Response::text(200, req.path().to_owned()))
+    };
+    let (server, code) = run_in_process(4, handler, move |addr, handle| {
+        // Closed by the client's own `Connection: close`.
+        assert_eq!(get(addr, "/a").unwrap().text(), "/a");
+        // Idle at the stop.
+        let mut idle = Client::connect(addr).unwrap();
+        idle.get("/b").unwrap();
+        assert!(!idle.read_response().unwrap().closes());
+        // Busy at the stop: drained.
+        let mut busy = Client::connect(addr).unwrap();
+        busy.get("/wait-for-stop").unwrap();
+        started_rx.recv().unwrap();
+        // Half a request at the stop.
+        let mut half = TcpStream::connect(addr).unwrap();
+        half.write_all(b"GET / HT").unwrap();
+        assert!(handle.request("test over"));
+        assert_ok_closing(&busy.read_response().unwrap(), "/wait-for-stop");
+        busy.read_eof().unwrap();
+        idle.read_eof().unwrap();
+        half.set_read_timeout(Some(secs(10))).unwrap();
+        assert_eq!(half.read(&mut [0; 64]).unwrap(), 0);
+        half.shutdown(Shutdown::Both).unwrap();
+    });
+    let c = server.connections;
+    assert!(c.is_balanced(), "{c:?}");
+    let ConnectionCounts {
+        accepted,
+        served,
+        closed,
+        idle_closed,
+        drained,
+        forced,
+        ..
+    } = c;
+    assert_eq!(
+        [accepted, served, closed, idle_closed, drained, forced],
+        [4, 3, 1, 2, 1, 0]
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn handler_errors_and_panics_are_answered_with_500_and_counted() {
+    let handler = |req: &winddown::Request, _: &winddown::Token| match req.path() {
+        "/err" => Err(anyhow::anyhow!("no such thing")),
+        "/panic" => panic!("handler panicked on purpose"),
+        _ => Ok(Response::text(200, "fine")),
+    };
+    let (server, code) = run_in_process(2, handler, |addr, handle| {
+        let mut c = Client::connect(addr).unwrap();
+        for (path, status) in [("/err", 500), ("/panic", 500), ("/ok", 200)] {
+            c.get(path).unwrap();
+            let r = c.read_response().unwrap();
+            assert_eq!(r.status, status, "{path}: {r:?}");
+            assert!(!r.closes(), "the connection stays usable after a 500");
+        }
+        handle.request("test over");
+        c.read_eof().unwrap();
+    });
+    assert_eq!((server.handler_errors, server.handler_panics), (1, 1));
+    assert_eq!(server.connections.served, 3);
+    assert!(server.connections.is_balanced());
+    assert_eq!(code, 0, "handler failures do not fail the run");
+}

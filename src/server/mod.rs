@@ -55,7 +55,7 @@ mod http;
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -433,9 +433,12 @@ impl Server {
             })?;
         }
         let stopper = {
-            let (shared, listener) = (shared.clone(), listener.clone());
+            // Weak: the acceptor's handle is the only strong one once `start`
+            // returns, so the listener closes exactly when the acceptor drops
+            // it, before it closes the idle connections.
+            let (shared, listener) = (shared.clone(), Arc::downgrade(&listener));
             rt.spawn(format!("{name}-stop"), move |_token| {
-                stop_loop(&shared, listener, &acceptor_done);
+                stop_loop(&shared, &listener, &acceptor_done);
                 Ok(())
             })
         };
@@ -608,7 +611,7 @@ fn admit(shared: &Shared, socket: Socket, peer: &SockAddr, tx: &Sender<Conn>) {
 
 // ===== The stop thread =====
 
-fn stop_loop(shared: &Shared, listener: Arc<Socket>, acceptor_done: &Receiver<()>) {
+fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<()>) {
     let token = &shared.token;
     token.wait();
     if !shared.config.pre_close_delay.is_zero() {
@@ -619,9 +622,11 @@ fn stop_loop(shared: &Shared, listener: Arc<Socket>, acceptor_done: &Receiver<()
         .stop(StopReason::Requested("listener closing".into()));
     if !shared.wake_acceptor() {
         // Wakes `accept` with an error; connections in the backlog are reset.
-        let _ = listener.shutdown(Shutdown::Both);
+        // (Gone already: the acceptor saw `closing` after another accept.)
+        if let Some(listener) = listener.upgrade() {
+            let _ = listener.shutdown(Shutdown::Both);
+        }
     }
-    drop(listener);
     // The acceptor has closed the listener and the idle connections once it
     // is done; from then on no connection is added.
     select! {

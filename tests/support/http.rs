@@ -328,7 +328,10 @@ impl Client {
         }
         let data = self.read_exact_body(size)?;
         if !self.line()?.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "chunk not followed by CRLF"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "chunk not followed by CRLF",
+            ));
         }
         Ok(Some(data))
     }
@@ -338,7 +341,9 @@ impl Client {
     pub fn read_response(&mut self) -> io::Result<HttpResponse> {
         let mut r = self.read_head()?;
         if let Some(n) = r.header("content-length") {
-            let n = n.parse().map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            let n = n
+                .parse()
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
             r.body = self.read_exact_body(n)?;
         } else if r
             .header("transfer-encoding")
@@ -361,7 +366,10 @@ impl Client {
             0 if self.buf.is_empty() => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("expected end of stream, got {:?}", String::from_utf8_lossy(&self.buf)),
+                format!(
+                    "expected end of stream, got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
             )),
         }
     }
