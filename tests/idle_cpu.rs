@@ -1,7 +1,11 @@
-//! An idle runtime burns no CPU (issue 2, "Tests"; design guarantee 3, no
-//! busy waiting): 64 idle workers and a background thread, left alone for
-//! 2 s, use under 50 ms of process CPU time, read from `/proc/self/stat`
-//! (Linux). In its own test binary so no other test's work is measured.
+//! Process-wide measurements, in their own test binary so no other test's
+//! work or threads are counted, and serialised on one lock (Linux):
+//!
+//! * an idle runtime burns no CPU (issue 2, "Tests"; design guarantee 3, no
+//!   busy waiting): 64 idle workers and a background thread, left alone for
+//!   2 s, use under 50 ms of process CPU time, read from `/proc/self/stat`;
+//! * many runtimes one after another bring the process's thread count
+//!   (`/proc/self/task`) back to its baseline: no thread left behind.
 
 #![cfg(target_os = "linux")]
 
@@ -11,8 +15,12 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common_api::{rt, HANG};
+use common_api::{rt, thread_count, HANG};
+use parking_lot::Mutex;
 use winddown::{DrainPolicy, StopReason};
+
+/// Held by each test for its whole run: the measurements must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 const IDLE: Duration = Duration::from_secs(2);
 const BUDGET: Duration = Duration::from_millis(50);
@@ -43,6 +51,7 @@ fn clock_ticks() -> u64 {
 #[test]
 fn sixty_four_idle_workers_use_under_50_ms_of_cpu_in_2_s() {
     const WORKERS: usize = 64;
+    let _serial = SERIAL.lock();
     let ticks = clock_ticks();
     let mut runtime = rt().build().unwrap();
     // Half the workers under each drain policy: both idle loops are measured.
@@ -95,4 +104,58 @@ fn sixty_four_idle_workers_use_under_50_ms_of_cpu_in_2_s() {
         used < BUDGET,
         "{WORKERS} idle workers used {used:?} of CPU in {wall:?}"
     );
+}
+
+#[test]
+fn runtimes_one_after_another_bring_the_thread_count_back_to_baseline() {
+    let _serial = SERIAL.lock();
+    // Only this binary's two tests run here and the harness has started both
+    // threads already; the other one, if it ran first, may still be exiting,
+    // so the count can only fall below the baseline, never rise above it.
+    let baseline = thread_count();
+    for i in 0..20 {
+        let mut runtime = rt().build().unwrap();
+        let submitter = runtime
+            .pool::<u32>("base")
+            .workers(4)
+            .start(|_, _| Ok(()))
+            .unwrap();
+        runtime
+            .spawn("base-bg", |token| {
+                token.wait();
+                Ok(())
+            })
+            .unwrap();
+        runtime.on_release("base", Duration::from_secs(5), || Ok(()));
+        submitter.feed(0..10).unwrap();
+        assert!(
+            thread_count() >= baseline + 5 - 1,
+            "run {i}: threads started"
+        );
+        if i % 2 == 0 {
+            drop(submitter);
+            assert_eq!(runtime.run().pools[0].succeeded, 10);
+        } else {
+            drop(runtime);
+        }
+        let after = count_settled(baseline);
+        assert!(
+            after <= baseline,
+            "run {i}: {after} threads, baseline {baseline}"
+        );
+    }
+}
+
+/// The thread count once it is at most `baseline`, or after `HANG`: a joined
+/// thread can stay in `/proc` for a moment after `pthread_join` returned, and
+/// nothing notifies its removal, so this re-reads with a short pause.
+fn count_settled(baseline: usize) -> usize {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let n = thread_count();
+        if n <= baseline || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
