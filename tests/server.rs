@@ -143,8 +143,9 @@ fn a_busy_keep_alive_connections_last_response_is_complete_and_says_connection_c
     c.get("/sleep?ms=1").unwrap();
     let first = c.read_response().unwrap();
     assert!(!first.closes(), "keep-alive before the stop: {first:?}");
+    server.expect_line(|l| l == "inflight 1", secs(10)); // the first request's
     c.get("/sleep?ms=1000").unwrap();
-    server.expect_line(|l| l == "inflight 1", secs(10));
+    server.expect_line(|l| l == "inflight 1", secs(10)); // the second's
     server.sigterm();
     let last = c.read_response().expect("the whole last response");
     assert_ok_closing(&last, "1000");
