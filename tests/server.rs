@@ -322,6 +322,7 @@ where
     let client = std::thread::spawn(move || client(addr, handle));
     let report = rt.run();
     client.join().expect("the client's checks passed");
+    TcpListener::bind(addr).expect("the listener is closed once `run` returns");
     assert_eq!(report.servers.len(), 1);
     (report.servers[0].clone(), report.exit_code)
 }

@@ -11,41 +11,18 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-// ===== The example binary =====
+// ===== The example as a child process =====
 
-/// Builds `examples/server.rs` once per test binary, in the test's own
-/// profile, and returns its path (from cargo's JSON messages, so the target
-/// directory can be anywhere).
-pub fn server_binary() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--example", "server", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit());
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(out.status.success(), "cargo build --example server failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "server" && m["target"]["kind"][0] == "example")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the example's executable")
-    })
-}
-
-/// The `server` example running as a child process.
+/// The `server` example running as a child process (built once per test
+/// binary, in the test's profile, by `support::process::example`).
 pub struct ServerProcess {
     child: Child,
     /// The address it listens on (from its `listening` line).
@@ -67,7 +44,7 @@ impl ServerProcess {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&report);
-        let mut child = Command::new(server_binary())
+        let mut child = Command::new(super::process::example("server"))
             .args(["--addr", "127.0.0.1:0", "--report"])
             .arg(&report)
             .args(args)
