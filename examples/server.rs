@@ -21,7 +21,16 @@
 //! `inflight N` line when a `/sleep` request starts (N requests now
 //! sleeping), `stopping inflight=N` when the stop begins, and
 //! `audit bytes=N` from the release hook. The report goes to stderr, and as
-//! JSON to `--report PATH` if asked.
+//! JSON to `--report PATH` if asked (written to `PATH.json.tmp`, then
+//! renamed): `reason`, `exit_code`, `drain_latency_ms` (null if the drain
+//! timed out), `hard_stop_ms`, `total_ms`, `connections` {`accepted`,
+//! `served`, `closed`, `idle_closed`, `drained`, `forced`}, `servers`,
+//! `pools`, `stuck` and `hooks` [{`name`, `outcome`: `ok` | `failed` |
+//! `panicked` | `timed_out`, `error`}].
+//!
+//! Exit code: 130 after a signal and a clean drain; 1 if a connection was
+//! still busy at the drain deadline (`forced`), a thread was stuck or a hook
+//! failed; the server otherwise runs until it is stopped.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
