@@ -30,6 +30,8 @@ pub struct ServerProcess {
     lines: Receiver<String>,
     report: PathBuf,
     stderr: Arc<Mutex<String>>,
+    /// Ends when the child's stderr does; joined once the child exited.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     exit: Option<ExitStatus>,
 }
 
@@ -37,6 +39,13 @@ impl ServerProcess {
     /// Starts the example on `127.0.0.1:0` with `args` and `--report`, and
     /// waits for its `ready` line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_under(&[], args)
+    }
+
+    /// Like [`start`](ServerProcess::start), but runs the example through
+    /// `wrapper` (a command that execs its arguments, e.g. `prlimit
+    /// --nofile=24`), so the process and its id are the example's.
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> ServerProcess {
         static N: AtomicU32 = AtomicU32::new(0);
         let report = std::env::temp_dir().join(format!(
             "winddown-server-{}-{}.json",
@@ -44,7 +53,16 @@ impl ServerProcess {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&report);
-        let mut child = Command::new(super::process::example("server"))
+        let binary = super::process::example("server");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
+        let mut child = cmd
             .args(["--addr", "127.0.0.1:0", "--report"])
             .arg(&report)
             .args(args)
@@ -67,10 +85,13 @@ impl ServerProcess {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            sink.lock().unwrap().push_str(&s);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
         });
         let mut server = ServerProcess {
             child,
@@ -78,6 +99,7 @@ impl ServerProcess {
             lines,
             report,
             stderr,
+            stderr_reader: Some(stderr_reader),
             exit: None,
         };
         let listening = server.expect_line(|l| l.starts_with("listening "), secs(30));
@@ -107,6 +129,20 @@ impl ServerProcess {
         }
     }
 
+    /// Returns the CPU time (user + system) the child has used so far, from
+    /// `/proc/<pid>/stat` (Linux; clock ticks taken as 100 per second).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/<pid>/stat");
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..]
+            .split(' ')
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         use nix::sys::signal::{kill, Signal};
@@ -129,7 +165,15 @@ impl ServerProcess {
         }
         let status = self.child.wait().expect("wait for the server");
         self.exit = Some(status);
+        self.join_stderr();
         (status, rest)
+    }
+
+    /// Waits until all of the exited child's stderr has been read.
+    fn join_stderr(&mut self) {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// Reads the JSON report the child wrote with `--report`.
@@ -138,8 +182,8 @@ impl ServerProcess {
         serde_json::from_str(&text).expect("the report is JSON")
     }
 
-    /// Returns what the child wrote to stderr so far (its `{:#}` report once
-    /// it exited).
+    /// Returns what the child wrote to stderr so far (all of it, its `{:#}`
+    /// report included, once `wait_exit` returned).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -151,6 +195,7 @@ impl Drop for ServerProcess {
             // A failed test: end the child we started, by its id.
             let _ = self.child.kill();
             let _ = self.child.wait();
+            self.join_stderr();
         }
         if std::thread::panicking() {
             eprintln!("--- server stderr ---\n{}", self.stderr());
