@@ -27,9 +27,9 @@ use std::time::Duration;
 use clap::Parser;
 use support::{ratio_table, run_once, table, Case, Impl, Record};
 
-/// Drain and return latency of winddown against the floor.
+/// Drain and return latency (median, p99) of winddown against the floor,
+/// side by side.
 #[derive(Debug, Parser)]
-#[command(about)]
 struct Args {
     /// Worker counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
