@@ -7,7 +7,8 @@
 // Each test file that includes `support` uses only a part of this.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -52,6 +53,10 @@ pub fn example(name: &str) -> PathBuf {
 pub struct Child {
     pid: Pid,
     lines: Receiver<String>,
+    /// Lines that arrived while an `expect_line` waited for another one,
+    /// oldest first: the child may print a line before the one the test
+    /// waits for first (`queue full` before `ready`, say).
+    skipped: RefCell<VecDeque<String>>,
     exit: Receiver<ExitStatus>,
     stderr: PathBuf,
     /// Set once `wait_exit` saw the exit.
@@ -83,7 +88,13 @@ impl Child {
         let (line_tx, lines) = crossbeam_channel::unbounded();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+                let line = match line {
+                    Ok(line) => line,
+                    Err(e) => {
+                        eprintln!("reading the child's stdout: {e}");
+                        break;
+                    }
+                };
                 if line_tx.send(line).is_err() {
                     break;
                 }
@@ -100,26 +111,41 @@ impl Child {
         Child {
             pid,
             lines,
+            skipped: RefCell::default(),
             exit,
             stderr: stderr.to_owned(),
             status: None,
         }
     }
 
-    /// Waits up to `within` for a stdout line equal to `want`, skipping
-    /// others. Panics (with the child's stderr) on timeout or early exit.
+    /// Waits up to `within` for a stdout line equal to `want`. Other lines
+    /// are kept, and a later call finds its line among them first, so the
+    /// order in which the child's threads print does not matter. Panics
+    /// (with the child's stderr) on timeout or early exit.
     pub fn expect_line(&self, want: &str, within: Duration) {
+        let mut skipped = self.skipped.borrow_mut();
+        if let Some(i) = skipped.iter().position(|l| l == want) {
+            skipped.remove(i);
+            return;
+        }
         let deadline = Instant::now() + within;
         loop {
             match self.lines.recv_deadline(deadline) {
                 Ok(line) if line == want => return,
-                Ok(_) => {}
+                Ok(line) => skipped.push_back(line),
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no line {want:?} within {within:?}\n{}", self.stderr_text())
+                    panic!(
+                        "no line {want:?} within {within:?}\n{}\n{}",
+                        self.threads(),
+                        self.stderr_text()
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    // Say how it ended: an exit code, a signal, or still
+                    // running with stdout closed.
+                    let end = self.exit.recv_timeout(Duration::from_secs(5));
                     panic!(
-                        "the child closed stdout before {want:?}\n{}",
+                        "the child closed stdout before {want:?} (exit: {end:?})\n{}",
                         self.stderr_text()
                     )
                 }
@@ -145,13 +171,37 @@ impl Child {
                 }
             }
             Err(_) => {
+                let threads = self.threads();
                 let _ = kill(self.pid, Signal::SIGKILL);
                 panic!(
-                    "the child did not exit within {within:?}\n{}",
+                    "the child did not exit within {within:?}\n{threads}\n{}",
                     self.stderr_text()
                 );
             }
         }
+    }
+
+    /// The child's threads with their state and where they sleep in the
+    /// kernel, from `/proc`: what a hung child was doing.
+    pub fn threads(&self) -> String {
+        let dir = format!("/proc/{}/task", self.pid);
+        let Ok(tasks) = std::fs::read_dir(&dir) else {
+            return format!("(no {dir})");
+        };
+        let mut out = String::from("threads of the child:");
+        for task in tasks.flatten() {
+            let read = |f: &str| {
+                std::fs::read_to_string(task.path().join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            // The state is the word after the parenthesised name.
+            let stat = read("stat");
+            let state = stat.rsplit_once(") ").map_or("?", |(_, rest)| &rest[..1]);
+            out += &format!("\n  {:<16} {state} {}", read("comm"), read("wchan"));
+        }
+        out
     }
 
     /// The child's stderr so far.
