@@ -40,7 +40,7 @@ use crate::error::BuildError;
 use crate::join::ThreadKind;
 use crate::report::{JobError, PoolReport, StuckThread};
 use crate::runtime::{Handle, Runtime};
-use crate::submit::{Queue, Submitter};
+use crate::submit::{Queue, Sequenced, Submitter};
 use crate::thread::catch;
 use crate::token::{StopReason, Token};
 
@@ -57,7 +57,9 @@ pub enum DrainPolicy {
     Finish,
     /// Only the jobs in flight finish; every queued job is handed back, in
     /// queue order, in the [`Report`](crate::Report), so it can be
-    /// checkpointed and resumed.
+    /// checkpointed and resumed. (Queue order is submission order; jobs of
+    /// producers that submitted at the same moment may come in either
+    /// order.)
     HandBack,
 }
 
@@ -296,12 +298,14 @@ impl WorkerState {
 pub(crate) struct PoolCore<T> {
     queue: Arc<Queue<T>>,
     /// The joiner's receiver, used to hand back what is left in the queue.
-    rx: Receiver<T>,
+    rx: Receiver<Sequenced<T>>,
     policy: DrainPolicy,
     fail_fast: bool,
     key: Option<Arc<KeyFn<T>>>,
     job_fn: Arc<JobFn<T>>,
-    handed_back: Mutex<Vec<T>>,
+    /// Jobs workers took off the queue and gave back, with their sequence
+    /// numbers: workers racing the stop push them in any order.
+    handed_back: Mutex<Vec<Sequenced<T>>>,
     errors: Mutex<Vec<JobError>>,
     /// Zero of the job slots' clocks.
     epoch: Instant,
@@ -309,7 +313,7 @@ pub(crate) struct PoolCore<T> {
 }
 
 impl<T> PoolCore<T> {
-    fn hand_back(&self, job: T) {
+    fn hand_back(&self, job: Sequenced<T>) {
         self.handed_back.lock().push(job);
     }
 
@@ -376,14 +380,14 @@ impl<T: Send + 'static> PoolControl for PoolCore<T> {
                 in_job,
             });
         }
-        // 2. Everything still queued goes back, after what the workers
-        //    handed back (which they took off the queue earlier).
-        let mut handed_back = self.handed_back.lock();
-        while let Ok(job) = self.rx.try_recv() {
-            handed_back.push(job);
-        }
-        let jobs: Vec<T> = std::mem::take(&mut *handed_back);
-        drop(handed_back);
+        // 2. Everything still queued goes back too, and all of it in
+        //    submission order: what the workers handed back came off the
+        //    queue first but reached the list in whatever order they raced.
+        //    The stable sort is near-linear here (the queue's part is sorted).
+        let mut handed_back = std::mem::take(&mut *self.handed_back.lock());
+        handed_back.extend(self.rx.try_iter());
+        handed_back.sort_by_key(|&(seq, _)| seq);
+        let jobs: Vec<T> = handed_back.into_iter().map(|(_, job)| job).collect();
         let handed_back_keys = match &self.key {
             Some(key) => jobs
                 .iter()
@@ -484,7 +488,7 @@ fn run_one<T>(
     me: &WorkerState,
     token: &Token,
     handle: &Handle,
-    job: T,
+    (seq, job): Sequenced<T>,
 ) -> bool {
     // The key function is user code too: a panic in it counts as the job's.
     let key = match core.key.as_ref().map(|k| catch(|| k(&job))) {
@@ -507,7 +511,7 @@ fn run_one<T>(
         // Sealed while between jobs (only if descheduled for the whole kill
         // grace): the report is already built, keep the job findable.
         me.slot.store(ABANDONED, Ordering::Release);
-        core.hand_back(job);
+        core.hand_back((seq, job));
         return false;
     }
     let outcome = catch(|| (core.job_fn)(job, token));

@@ -26,7 +26,8 @@ use crate::token::{StopReason, StopSource};
 pub(crate) struct Queue<T> {
     pub(crate) name: Arc<str>,
     /// `Some` while the pool accepts work. Written (taken) once, by `close`.
-    sender: RwLock<Option<Sender<T>>>,
+    /// Each job travels with its sequence number (see `submitted`).
+    sender: RwLock<Option<Sender<Sequenced<T>>>>,
     /// Stopped by `close`, and by the runtime's root through the token tree.
     /// Blocked submits wait on its receiver alongside the channel.
     closed: StopSource,
@@ -34,12 +35,20 @@ pub(crate) struct Queue<T> {
     closed_rx: Receiver<()>,
     /// Live `Submitter`s; the last one to drop closes the pool.
     submitters: AtomicUsize,
-    /// Jobs that entered the channel. Incremented under the read lock right
-    /// after a successful send; `Relaxed` is enough because the report reads
-    /// it only after `close` took the write lock, which orders every earlier
-    /// increment before the read.
+    /// Jobs that entered the channel. Incremented under the read lock just
+    /// before each send, whose job carries the old value as its sequence
+    /// number, and decremented again if the send fails; so once `close` has
+    /// taken the write lock (which orders every earlier change before the
+    /// report's read; `Relaxed` is therefore enough) it counts exactly the
+    /// jobs sent. The numbers put handed-back jobs back in submission
+    /// order: one producer's jobs are numbered in the order it sent them.
+    /// (A failed send can let two concurrent producers share a number;
+    /// their relative order was not defined anyway.)
     pub(crate) submitted: AtomicU64,
 }
+
+/// A job and its sequence number, as it travels through a pool's channel.
+pub(crate) type Sequenced<T> = (u64, T);
 
 enum Refused<T> {
     Full(T),
@@ -48,7 +57,11 @@ enum Refused<T> {
 }
 
 impl<T> Queue<T> {
-    pub(crate) fn new(name: Arc<str>, sender: Sender<T>, closed: StopSource) -> Queue<T> {
+    pub(crate) fn new(
+        name: Arc<str>,
+        sender: Sender<Sequenced<T>>,
+        closed: StopSource,
+    ) -> Queue<T> {
         Queue {
             name,
             sender: RwLock::new(Some(sender)),
@@ -95,14 +108,17 @@ impl<T> Queue<T> {
             if self.closed.is_stopping() {
                 return Err(Refused::Stopped(job));
             }
-            match tx.try_send(job) {
-                Ok(()) => {
-                    self.submitted.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+            let seq = self.submitted.fetch_add(1, Ordering::Relaxed);
+            match tx.try_send((seq, job)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.submitted.fetch_sub(1, Ordering::Relaxed);
+                    match e {
+                        TrySendError::Disconnected((_, j)) => return Err(Refused::Stopped(j)),
+                        TrySendError::Full((_, j)) if !block => return Err(Refused::Full(j)),
+                        TrySendError::Full((_, j)) => job = j,
+                    }
                 }
-                Err(TrySendError::Disconnected(j)) => return Err(Refused::Stopped(j)),
-                Err(TrySendError::Full(j)) if !block => return Err(Refused::Full(j)),
-                Err(TrySendError::Full(j)) => job = j,
             }
             // Block until the channel has room or the pool closes. `ready`
             // does not perform the send, so the job stays in our hands either
