@@ -11,11 +11,15 @@
 //! * under [`DrainPolicy::HandBack`] it takes no new job once stopping has
 //!   begun; a job it had just received is handed back;
 //! * under [`DrainPolicy::Finish`] it keeps taking jobs until the channel is
-//!   empty and disconnected (the only sender was dropped). An idle worker
-//!   waits on the channel *and* the stop token, so the trigger wakes it
-//!   directly; it then drops the sender itself if no submit holds it
-//!   (`Queue::try_disconnect`), without waiting for the runtime's thread to
-//!   wake up and close the queue.
+//!   empty and disconnected (the only sender was dropped).
+//!
+//! An idle worker blocks in a plain `recv` on the channel — the cheapest
+//! wait, paid on every job a worker waits for. The stop reaches it through
+//! the channel: the trigger itself drops the sender if no submit holds it
+//! (`Disconnect::try_disconnect`, from `Shared::trigger`), so idle workers
+//! wake at once without waiting for the runtime's thread to wake up and
+//! close the queue; if a submit did hold it, that submit refuses and
+//! `close` disconnects right after.
 //!
 //! # The job slot
 //!
@@ -33,14 +37,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::error::BuildError;
 use crate::join::ThreadKind;
 use crate::report::{JobError, PoolReport, StuckThread};
 use crate::runtime::{Handle, Runtime};
-use crate::submit::{Queue, Sequenced, Submitter};
+use crate::submit::{Disconnect, Queue, Sequenced, Submitter};
 use crate::thread::catch;
 use crate::token::{StopReason, Token};
 
@@ -199,7 +203,7 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         });
         // Hand out the first submitter before any worker runs, so a failed
         // start closes the pool by dropping it.
-        let submitter = Submitter::new(queue);
+        let submitter = Submitter::new(queue.clone());
         let mut spawned = Vec::with_capacity(workers);
         for w in &core.workers {
             let (core2, me, token2, handle2) =
@@ -223,7 +227,8 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         for (id, h) in spawned {
             rt.thread_started(id, h);
         }
-        rt.add_pool(core);
+        let queue: Arc<dyn Disconnect> = queue;
+        rt.add_pool(core, Arc::downgrade(&queue));
         Ok(submitter)
     }
 }
@@ -434,40 +439,23 @@ fn worker_loop<T: Send + 'static>(
         if token.is_hard_stopping() || (hand_back_on_stop && token.is_stopping()) {
             break;
         }
-        let job = if hand_back_on_stop {
-            match rx.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => select! {
-                    recv(rx) -> job => match job {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    },
-                    recv(token.receiver()) -> _ => break,
-                },
-            }
-        } else {
-            match rx.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Disconnected) => break, // nothing more will come
-                Err(TryRecvError::Empty) if token.is_stopping() => {
-                    // Woken by the trigger itself: disconnect the channel
-                    // now rather than wait for the runtime's thread to wake
-                    // and close the queue (one wake-up less on the drain's
-                    // critical path). Then drain what is left as usual.
+        // An idle worker waits in a plain `recv`, not a `select!` over the
+        // queue and the token: that is the cheapest wait per job, and the
+        // stop still wakes it at once, because the trigger disconnects the
+        // channel (`Shared::trigger`), or else the runtime's `close` does.
+        let job = match rx.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => break, // nothing more will come
+            Err(TryRecvError::Empty) => {
+                if token.is_stopping() {
+                    // The trigger's own try may have met a submit in
+                    // flight; try again rather than wait for `close`.
                     core.queue.try_disconnect();
-                    match rx.recv() {
-                        Ok(job) => job,
-                        Err(_) => break, // empty and disconnected
-                    }
                 }
-                Err(TryRecvError::Empty) => select! {
-                    recv(rx) -> job => match job {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    },
-                    recv(token.receiver()) -> _ => continue,
-                },
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break, // closed and empty
+                }
             }
         };
         // The stop may have begun while we waited.

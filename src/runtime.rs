@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crate::phase::{Phase, PhaseCell};
 use crate::pool::{PoolBuilder, PoolControl};
 use crate::report::{ExitCodes, HookKind, Report, ThreadOutcome, ThreadReport, Timings};
 use crate::signal::{self, Registration};
+use crate::submit::Disconnect;
 use crate::thread::{self, catch};
 use crate::token::{StopReason, StopSource, Token};
 
@@ -55,6 +56,19 @@ pub(crate) struct Shared {
     root: StopSource,
     /// Whether a signal during a stop ends the process (the default).
     force_exit: bool,
+    /// The pools' queues, disconnected by the trigger itself (see
+    /// `trigger`).
+    queues: Queues,
+}
+
+/// The pools' queues, held weakly: a queue lives as long as its pool.
+#[derive(Default)]
+struct Queues(Mutex<Vec<Weak<dyn Disconnect>>>);
+
+impl fmt::Debug for Queues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Queues({})", self.0.lock().len())
+    }
 }
 
 impl Shared {
@@ -69,6 +83,14 @@ impl Shared {
         }
         let moved = self.phase.advance(Phase::Running, Phase::StopAccepting);
         debug_assert!(moved, "only the first trigger leaves Running");
+        // Idle workers block in a plain `recv` (the cheapest wait per job);
+        // disconnecting their channels here wakes them without waiting for
+        // the runtime's thread to wake up and close the queues. Each try is
+        // non-blocking and gives way to a submit in flight, after which the
+        // runtime's `close` (always called) disconnects.
+        for queue in self.queues.0.lock().iter().filter_map(Weak::upgrade) {
+            queue.try_disconnect();
+        }
         true
     }
 
@@ -238,6 +260,7 @@ impl Builder {
             phase: PhaseCell::default(),
             root: StopSource::new(),
             force_exit: self.force_exit,
+            queues: Queues::default(),
         });
         let registration = if self.signals {
             Some(signal::register(&shared)?)
@@ -476,8 +499,9 @@ impl Runtime {
         self.threads[id].started(handle);
     }
 
-    pub(crate) fn add_pool(&mut self, pool: Arc<dyn PoolControl>) {
+    pub(crate) fn add_pool(&mut self, pool: Arc<dyn PoolControl>, queue: Weak<dyn Disconnect>) {
         self.pools.push(pool);
+        self.shared.queues.0.lock().push(queue);
     }
 
     #[allow(dead_code)] // used by the `http` feature's server
