@@ -16,7 +16,7 @@
 //! An idle worker blocks in a plain `recv` on the channel — the cheapest
 //! wait, paid on every job a worker waits for. The stop reaches it through
 //! the channel: the trigger itself drops the sender if no submit holds it
-//! (`Disconnect::try_disconnect`, from `Shared::trigger`), so idle workers
+//! (`Queue::try_disconnect`, from `Shared::trigger`), so idle workers
 //! wake at once without waiting for the runtime's thread to wake up and
 //! close the queue; if a submit did hold it, that submit refuses and
 //! `close` disconnects right after.
@@ -44,7 +44,7 @@ use crate::error::BuildError;
 use crate::join::ThreadKind;
 use crate::report::{JobError, PoolReport, StuckThread};
 use crate::runtime::{Handle, Runtime};
-use crate::submit::{Disconnect, Queue, Sequenced, Submitter};
+use crate::submit::{Queue, Sequenced, Submitter};
 use crate::thread::catch;
 use crate::token::{StopReason, Token};
 
@@ -203,7 +203,7 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         });
         // Hand out the first submitter before any worker runs, so a failed
         // start closes the pool by dropping it.
-        let submitter = Submitter::new(queue.clone());
+        let submitter = Submitter::new(queue);
         let mut spawned = Vec::with_capacity(workers);
         for w in &core.workers {
             let (core2, me, token2, handle2) =
@@ -227,8 +227,7 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         for (id, h) in spawned {
             rt.thread_started(id, h);
         }
-        let queue: Arc<dyn Disconnect> = queue;
-        rt.add_pool(core, Arc::downgrade(&queue));
+        rt.add_pool(core);
         Ok(submitter)
     }
 }
@@ -343,6 +342,8 @@ impl<T> PoolCore<T> {
 /// What the runtime needs of a pool, whatever its job type.
 pub(crate) trait PoolControl: Send + Sync {
     fn close(&self);
+    /// `Queue::try_disconnect`: the trigger's non-blocking early close.
+    fn try_disconnect(&self);
     /// Seals the pool and builds its report. `alive(id)` says whether a
     /// worker has not reported its exit; those are named stuck.
     fn finish(&self, alive: &dyn Fn(usize) -> bool, now: Instant)
@@ -352,6 +353,10 @@ pub(crate) trait PoolControl: Send + Sync {
 impl<T: Send + 'static> PoolControl for PoolCore<T> {
     fn close(&self) {
         self.queue.close();
+    }
+
+    fn try_disconnect(&self) {
+        self.queue.try_disconnect();
     }
 
     fn finish(

@@ -23,7 +23,6 @@ use crate::phase::{Phase, PhaseCell};
 use crate::pool::{PoolBuilder, PoolControl};
 use crate::report::{ExitCodes, HookKind, Report, ThreadOutcome, ThreadReport, Timings};
 use crate::signal::{self, Registration};
-use crate::submit::Disconnect;
 use crate::thread::{self, catch};
 use crate::token::{StopReason, StopSource, Token};
 
@@ -56,18 +55,18 @@ pub(crate) struct Shared {
     root: StopSource,
     /// Whether a signal during a stop ends the process (the default).
     force_exit: bool,
-    /// The pools' queues, disconnected by the trigger itself (see
+    /// The pools, whose queues the trigger itself disconnects (see
     /// `trigger`).
-    queues: Queues,
+    trigger_pools: TriggerPools,
 }
 
-/// The pools' queues, held weakly: a queue lives as long as its pool.
+/// The pools, held weakly (the runtime owns them), for the trigger.
 #[derive(Default)]
-struct Queues(Mutex<Vec<Weak<dyn Disconnect>>>);
+struct TriggerPools(Mutex<Vec<Weak<dyn PoolControl>>>);
 
-impl fmt::Debug for Queues {
+impl fmt::Debug for TriggerPools {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Queues({})", self.0.lock().len())
+        write!(f, "TriggerPools({})", self.0.lock().len())
     }
 }
 
@@ -88,8 +87,8 @@ impl Shared {
         // the runtime's thread to wake up and close the queues. Each try is
         // non-blocking and gives way to a submit in flight, after which the
         // runtime's `close` (always called) disconnects.
-        for queue in self.queues.0.lock().iter().filter_map(Weak::upgrade) {
-            queue.try_disconnect();
+        for pool in self.trigger_pools.0.lock().iter().filter_map(Weak::upgrade) {
+            pool.try_disconnect();
         }
         true
     }
@@ -260,7 +259,7 @@ impl Builder {
             phase: PhaseCell::default(),
             root: StopSource::new(),
             force_exit: self.force_exit,
-            queues: Queues::default(),
+            trigger_pools: TriggerPools::default(),
         });
         let registration = if self.signals {
             Some(signal::register(&shared)?)
@@ -499,9 +498,13 @@ impl Runtime {
         self.threads[id].started(handle);
     }
 
-    pub(crate) fn add_pool(&mut self, pool: Arc<dyn PoolControl>, queue: Weak<dyn Disconnect>) {
+    pub(crate) fn add_pool(&mut self, pool: Arc<dyn PoolControl>) {
+        self.shared
+            .trigger_pools
+            .0
+            .lock()
+            .push(Arc::downgrade(&pool));
         self.pools.push(pool);
-        self.shared.queues.0.lock().push(queue);
     }
 
     #[allow(dead_code)] // used by the `http` feature's server

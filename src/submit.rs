@@ -81,6 +81,17 @@ impl<T> Queue<T> {
         drop(sender);
     }
 
+    /// Drops the sender if no submit holds the lock right now, and otherwise
+    /// does nothing: `close` (which the runtime always calls) finishes the
+    /// job. Never blocks, so neither the trigger nor a herd of workers that
+    /// saw the stop at once queues up on the lock. Only called once stopping
+    /// has begun, so a submit that takes the lock after it refuses.
+    pub(crate) fn try_disconnect(&self) {
+        if let Some(mut sender) = self.sender.try_write() {
+            drop(sender.take());
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_stopping()
     }
@@ -123,24 +134,6 @@ impl<T> Queue<T> {
             if ready.is_err() {
                 return Err(Refused::Timeout(job));
             }
-        }
-    }
-}
-
-/// A queue the trigger can disconnect, whatever its job type.
-pub(crate) trait Disconnect: Send + Sync {
-    /// Drops the sender if no submit holds the lock right now, and otherwise
-    /// does nothing: `close` (which the runtime always calls) finishes the
-    /// job. Never blocks, so neither the trigger nor a herd of workers that
-    /// saw the stop at once queues up on the lock. Only called once stopping
-    /// has begun, so a submit that takes the lock after it refuses.
-    fn try_disconnect(&self);
-}
-
-impl<T: Send> Disconnect for Queue<T> {
-    fn try_disconnect(&self) {
-        if let Some(mut sender) = self.sender.try_write() {
-            drop(sender.take());
         }
     }
 }
