@@ -151,6 +151,7 @@ mod hooks;
 mod join;
 mod phase;
 mod pool;
+mod reason;
 mod report;
 mod runtime;
 #[cfg(feature = "http")]
@@ -173,4 +174,5 @@ pub use crate::runtime::{
 #[cfg(feature = "http")]
 pub use crate::server::{ConnectionCounts, Request, Response, Server, ServerBuilder, ServerReport};
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
-pub use crate::token::{StopReason, StopSource, Token};
+pub use crate::reason::{Signal, StopReason};
+pub use crate::token::{StopSource, Token};

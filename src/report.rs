@@ -312,7 +312,7 @@ impl Report {
     pub(crate) fn compute_exit_code(&self, codes: ExitCodes) -> i32 {
         if self.has_failures() || matches!(self.reason, StopReason::JobFailed { .. }) {
             codes.failure
-        } else if self.reason == StopReason::Signal {
+        } else if self.reason.is_signal() {
             codes.signal
         } else {
             codes.success
@@ -482,8 +482,8 @@ mod tests {
     #[test]
     fn exit_code_follows_the_table() {
         assert_eq!(report(StopReason::Completed, pool(0, vec![])).exit_code, 0);
-        assert_eq!(report(StopReason::Signal, pool(0, vec![])).exit_code, 130);
-        assert_eq!(report(StopReason::Signal, pool(1, vec![])).exit_code, 1);
+        assert_eq!(report(StopReason::Signal(crate::Signal::Interrupt), pool(0, vec![])).exit_code, 130);
+        assert_eq!(report(StopReason::Signal(crate::Signal::Interrupt), pool(1, vec![])).exit_code, 1);
         assert_eq!(
             report(StopReason::Requested("x".into()), pool(0, vec![])).exit_code,
             0
@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn handed_back_jobs_are_taken_once_and_only_with_their_type() {
-        let r = report(StopReason::Signal, pool(0, vec![4, 5]));
+        let r = report(StopReason::Signal(crate::Signal::Interrupt), pool(0, vec![4, 5]));
         assert!(r.pools[0].is_balanced());
         assert_eq!(r.take_handed_back::<u64>("p"), None);
         assert_eq!(r.take_handed_back::<u32>("p"), Some(vec![4, 5]));
@@ -501,7 +501,7 @@ mod tests {
 
     #[test]
     fn display_is_short_and_alternate_is_detailed() {
-        let r = report(StopReason::Signal, pool(1, vec![]));
+        let r = report(StopReason::Signal(crate::Signal::Interrupt), pool(1, vec![]));
         let short = r.to_string();
         assert!(
             short.starts_with("stopped (signal); drained in 1.5 ms; p: 10 done, 1 failed"),

@@ -96,7 +96,7 @@ impl Shared {
     /// Called by the signal router. Returns `false` if the process must end
     /// now (a signal during a stop, with force-exit on).
     pub(crate) fn on_signal(&self) -> bool {
-        self.trigger(StopReason::Signal) || !self.force_exit || self.phase.get() == Phase::Done
+        self.trigger(StopReason::Signal(crate::Signal::Terminate)) || !self.force_exit || self.phase.get() == Phase::Done
     }
 }
 

@@ -43,38 +43,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-/// Why a stop began. The first trigger's reason wins and every observer sees
-/// the same one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// SIGINT, SIGTERM or SIGHUP (Ctrl-C on Windows) reached the process.
-    Signal,
-    /// Code asked for the stop, with a message saying why.
-    Requested(String),
-    /// A job failed or panicked in a pool with fail-fast on.
-    JobFailed {
-        /// The pool's name.
-        pool: String,
-        /// The job's error or panic message.
-        error: String,
-    },
-    /// Every pool was closed and drained and every thread returned.
-    Completed,
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StopReason::Signal => f.write_str("signal"),
-            StopReason::Requested(msg) => write!(f, "requested: {msg}"),
-            StopReason::JobFailed { pool, error } => {
-                write!(f, "job failed in pool {pool}: {error}")
-            }
-            StopReason::Completed => f.write_str("completed"),
-        }
-    }
-}
+pub(crate) use crate::reason::StopReason;
 
 // ===== Node =====
 

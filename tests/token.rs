@@ -393,7 +393,7 @@ fn the_first_reason_wins_and_every_observer_sees_it() {
     let observers: Vec<Token> = (0..4).map(|_| root.token()).collect();
     assert!(root.stop(req("first")));
     assert!(!root.stop(req("second")));
-    assert!(!root.stop(StopReason::Signal));
+    assert!(!root.stop(StopReason::Signal(winddown::Signal::Interrupt)));
     assert!(!root.stop_hard(StopReason::Completed) || root.token().is_hard_stopping());
     for t in observers.iter().chain([&child.token()]) {
         assert_eq!(t.reason(), Some(req("first")));
@@ -465,7 +465,7 @@ fn a_runtime_token_stops_with_the_request_and_its_children_follow() {
 
 #[test]
 fn stop_reasons_display_in_lower_case_words() {
-    assert_eq!(StopReason::Signal.to_string(), "signal");
+    assert_eq!(StopReason::Signal(winddown::Signal::Terminate).to_string(), "signal");
     assert_eq!(req("deploy").to_string(), "requested: deploy");
     assert_eq!(StopReason::Completed.to_string(), "completed");
     let failed = StopReason::JobFailed {

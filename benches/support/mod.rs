@@ -362,7 +362,7 @@ impl Armed for WinddownArmed {
         drop(self.submitter);
         let expected = match self.trigger {
             Trigger::Request => StopReason::Requested("bench".into()),
-            Trigger::Signal => StopReason::Signal,
+            Trigger::Signal => StopReason::Signal(winddown::Signal::Interrupt),
         };
         assert_eq!(report.reason, expected, "{report:#}");
         assert!(report.stuck.is_empty(), "{report:#}");
