@@ -388,10 +388,13 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 
     say(format_args!("ready"));
-    let report = rt.run();
+    let mut report = rt.run();
     progress.finish_and_clear();
 
-    let handed_back = report.take_handed_back::<Item>("batch").unwrap_or_default();
+    let handed_back = report
+        .take_handed_back_named::<Item>("batch")
+        .ok()
+        .unwrap_or_default();
     for item in &handed_back {
         ledger.log(format_args!("handback {}", item.id));
     }

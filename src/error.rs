@@ -16,10 +16,9 @@ pub enum BuildError {
     },
     /// A pool or thread name was empty or held a NUL byte.
     InvalidName(String),
-    /// Two pools or threads were given the same name.
+    /// Two units or threads were given the same name (a pool's workers
+    /// are named `<pool>-<i>`, so those names are taken too).
     DuplicateName(String),
-    /// The runtime is already stopping; nothing new can start.
-    Stopping,
     /// The OS refused to spawn a thread (the cause is in `source()`).
     Spawn(io::Error),
     /// Signal handling could not be installed (the cause is in `source()`).
@@ -34,7 +33,6 @@ impl fmt::Display for BuildError {
             }
             BuildError::InvalidName(name) => write!(f, "invalid thread name {name:?}"),
             BuildError::DuplicateName(name) => write!(f, "name {name:?} is already in use"),
-            BuildError::Stopping => f.write_str("the runtime is already stopping"),
             BuildError::Spawn(_) => f.write_str("failed to spawn a thread"),
             BuildError::Signals(_) => f.write_str("failed to install signal handling"),
         }

@@ -1,88 +1,228 @@
-//! The drain join: every thread the runtime spawned holds a clone of one
-//! `done` sender and reports its id on exit through a drop guard (so a panic
-//! still reports). The joiner — the thread in `Runtime::run` — loops on
+//! The thread registry and the drain join.
+//!
+//! [`Threads`] is the one registry of every OS thread the runtime starts —
+//! pool workers, background loops, the server's threads. It names them, gates
+//! their start (a group of threads starts all together or not at all), and
+//! hands each a clone of one `done` sender that reports its id on exit
+//! through a drop guard (so a panic still reports).
+//!
+//! The [`Joiner`] — the thread in `Runtime::run` — then loops on
 //! `recv_deadline(deadline)`:
 //!
 //! 1. a message marks that thread exited (a message that is ready at the
 //!    deadline still counts: crossbeam tries the channel before it looks at
 //!    the clock);
 //! 2. disconnect means every sender is gone, so every thread has exited;
-//! 3. a timeout means the deadline passed with threads still running; the
-//!    runtime then fires the hard token, waits the kill grace the same way,
-//!    names whoever has still not reported and detaches them.
+//! 3. a timeout means the deadline passed with threads still running.
 //!
 //! Nothing here polls or sleeps: every wait is a channel receive with a
 //! deadline.
+//!
+//! # Starting a group
+//!
+//! `Threads::start` spawns every thread of a group (a pool's workers, a
+//! background thread) behind a gate: each body first waits for the gate to
+//! open. Only when every spawn succeeded are the entries marked started and
+//! the gate opened; if one spawn fails, the guard closes the gate (the bodies
+//! never run), joins the threads already spawned, and leaves their entries
+//! unstarted, so their exit messages are ignored. Like rayon's
+//! `Terminator`, the undo is a drop guard, so it also runs if the caller
+//! unwinds.
 
+use std::io;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
-use crate::report::{StuckThread, ThreadReport};
-use crate::runtime::{background_report, OutcomeSlot};
+use crate::report::ThreadOutcome;
+use crate::thread;
 
-#[derive(Debug)]
-pub(crate) enum ThreadKind {
-    Worker,
-    Background(OutcomeSlot),
+/// A background thread's outcome, written by the thread, read by its unit's
+/// report after the join.
+pub(crate) type OutcomeSlot = Arc<Mutex<Option<ThreadOutcome>>>;
+
+/// Whether a thread keeps the run from completing by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Work that ends by itself (a pool's workers): the run completes once
+    /// every such thread has exited.
+    Work,
+    /// A service (the server, `spawn_service`): runs until a stop, so the run
+    /// does not complete while it is alive.
+    Service,
+    /// A helper (`spawn`): never holds the run open, unless it is all there
+    /// is (then the run completes when every helper returned).
+    None,
+}
+
+/// One thread to start.
+pub(crate) struct Spec {
+    pub(crate) name: String,
+    pub(crate) hold: Hold,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) body: Box<dyn FnOnce() + Send>,
 }
 
 #[derive(Debug)]
-pub(crate) struct ThreadEntry {
-    pub(crate) name: String,
-    pub(crate) kind: ThreadKind,
+struct Entry {
+    name: String,
+    hold: Hold,
     handle: Option<JoinHandle<()>>,
     /// Started and not yet reported its exit.
     alive: bool,
     started: Option<Instant>,
 }
 
-impl ThreadEntry {
-    pub(crate) fn new(name: String, kind: ThreadKind) -> ThreadEntry {
-        ThreadEntry {
-            name,
-            kind,
-            handle: None,
-            alive: false,
-            started: None,
-        }
-    }
+/// Every thread the runtime started. Ids index `entries` and are never
+/// reused.
+#[derive(Debug)]
+pub(crate) struct Threads {
+    entries: Vec<Entry>,
+    done_tx: Sender<usize>,
+    done_rx: Receiver<usize>,
+}
 
-    /// Marks the entry running. Its exit message is processed only in
-    /// `Runtime::run`, after every `started` call, so none can be missed.
-    pub(crate) fn started(&mut self, handle: JoinHandle<()>) {
-        self.handle = Some(handle);
-        self.alive = true;
-        self.started = Some(Instant::now());
+impl Default for Threads {
+    fn default() -> Self {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        Threads {
+            entries: Vec::new(),
+            done_tx,
+            done_rx,
+        }
     }
 }
 
+/// Undoes a partial start on drop unless disarmed (see "Starting a group").
+struct StartGuard {
+    gate: Option<Sender<()>>,
+    spawned: Vec<(usize, JoinHandle<()>)>,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        drop(self.gate.take()); // closed without a message: bodies never run
+        for (_, handle) in self.spawned.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Threads {
+    /// The id the next thread will get (for units that name their threads
+    /// by id before they start).
+    pub(crate) fn next_id(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Starts every thread of `specs`, or none. Returns their ids, in order.
+    ///
+    /// # Errors
+    ///
+    /// The OS refused a thread; the ones already spawned were joined without
+    /// running their bodies.
+    pub(crate) fn start(&mut self, specs: Vec<Spec>) -> io::Result<Vec<usize>> {
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+        let mut guard = StartGuard {
+            gate: Some(gate_tx),
+            spawned: Vec::with_capacity(specs.len()),
+        };
+        for spec in specs {
+            let id = self.entries.len();
+            self.entries.push(Entry {
+                name: spec.name.clone(),
+                hold: spec.hold,
+                handle: None,
+                alive: false,
+                started: None,
+            });
+            let gate = gate_rx.clone();
+            let body = spec.body;
+            let handle = thread::spawn(
+                spec.name,
+                id,
+                spec.stack_size,
+                self.done_tx.clone(),
+                move || {
+                    if gate.recv().is_ok() {
+                        body();
+                    }
+                },
+            )?;
+            guard.spawned.push((id, handle));
+        }
+        // Every spawn succeeded: mark them started, then open the gate. An
+        // exit message is only read in `Runtime::run`, after every `start`,
+        // so none is missed.
+        let now = Instant::now();
+        let gate = guard.gate.take().expect("set above");
+        let mut ids = Vec::with_capacity(guard.spawned.len());
+        for (id, handle) in guard.spawned.drain(..) {
+            let e = &mut self.entries[id];
+            e.handle = Some(handle);
+            e.alive = true;
+            e.started = Some(now);
+            ids.push(id);
+            let _ = gate.send(());
+        }
+        Ok(ids)
+    }
+
+    /// Ends registration: the joiner owns the threads from here on.
+    pub(crate) fn into_joiner(self) -> Joiner {
+        let Threads {
+            entries,
+            done_tx,
+            done_rx,
+        } = self;
+        // Drop our own sender, so a disconnect means every thread exited.
+        drop(done_tx);
+        let mut j = Joiner {
+            entries,
+            done: done_rx,
+            alive: 0,
+            holders_alive: 0,
+            has_holders: false,
+            last_exit: None,
+        };
+        for e in &j.entries {
+            if e.alive {
+                j.alive += 1;
+                if e.hold != Hold::None {
+                    j.holders_alive += 1;
+                    j.has_holders = true;
+                }
+            }
+        }
+        j
+    }
+}
+
+/// What units may ask about threads when they seal and report.
+pub(crate) trait ThreadView {
+    /// Whether thread `id` has not reported its exit (as of the last drain).
+    fn is_alive(&self, id: usize) -> bool;
+    /// When thread `id` started.
+    fn started(&self, id: usize) -> Option<Instant>;
+    /// The thread's name.
+    fn name(&self, id: usize) -> &str;
+}
+
+/// The drain join over every started thread.
 #[derive(Debug)]
 pub(crate) struct Joiner {
-    threads: Vec<ThreadEntry>,
+    entries: Vec<Entry>,
     done: Receiver<usize>,
     alive: usize,
-    workers_alive: usize,
+    holders_alive: usize,
+    has_holders: bool,
     last_exit: Option<Instant>,
 }
 
 impl Joiner {
-    pub(crate) fn new(threads: Vec<ThreadEntry>, done: Receiver<usize>) -> Joiner {
-        let alive = threads.iter().filter(|t| t.alive).count();
-        let workers_alive = threads
-            .iter()
-            .filter(|t| t.alive && matches!(t.kind, ThreadKind::Worker))
-            .count();
-        Joiner {
-            threads,
-            done,
-            alive,
-            workers_alive,
-            last_exit: None,
-        }
-    }
-
     pub(crate) fn done(&self) -> &Receiver<usize> {
         &self.done
     }
@@ -91,12 +231,15 @@ impl Joiner {
         self.alive
     }
 
-    pub(crate) fn workers_alive(&self) -> usize {
-        self.workers_alive
-    }
-
-    pub(crate) fn is_alive(&self, id: usize) -> bool {
-        self.threads.get(id).is_some_and(|t| t.alive)
+    /// The completion rule: every thread that holds the run open has exited
+    /// (a service never does by itself), or, when no thread holds it, every
+    /// thread has.
+    pub(crate) fn is_complete(&self) -> bool {
+        if self.has_holders {
+            self.holders_alive == 0
+        } else {
+            self.alive == 0
+        }
     }
 
     pub(crate) fn last_exit(&self) -> Option<Instant> {
@@ -104,14 +247,14 @@ impl Joiner {
     }
 
     /// Records that thread `id` has exited. Ids of entries that never
-    /// started (a pool whose start was undone) are ignored.
+    /// started (a group whose start was undone) are ignored.
     pub(crate) fn exited(&mut self, id: usize) {
-        if let Some(t) = self.threads.get_mut(id) {
-            if t.alive {
-                t.alive = false;
+        if let Some(e) = self.entries.get_mut(id) {
+            if e.alive {
+                e.alive = false;
                 self.alive -= 1;
-                if matches!(t.kind, ThreadKind::Worker) {
-                    self.workers_alive -= 1;
+                if e.hold != Hold::None {
+                    self.holders_alive -= 1;
                 }
                 self.last_exit = Some(Instant::now());
             }
@@ -120,9 +263,23 @@ impl Joiner {
 
     /// The channel disconnected: every guard has sent and dropped.
     pub(crate) fn all_exited(&mut self) {
-        debug_assert_eq!(self.alive, 0, "each guard sends before it drops");
-        for id in 0..self.threads.len() {
+        for id in 0..self.entries.len() {
             self.exited(id);
+        }
+    }
+
+    /// Takes every exit message already sent, without waiting: before a
+    /// decision about who is stuck, so no thread that has exited is named.
+    pub(crate) fn drain(&mut self) {
+        loop {
+            match self.done.try_recv() {
+                Ok(id) => self.exited(id),
+                Err(crossbeam_channel::TryRecvError::Empty) => return,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.all_exited();
+                    return;
+                }
+            }
         }
     }
 
@@ -142,37 +299,122 @@ impl Joiner {
         }
     }
 
-    /// Joins every exited thread and detaches the rest. Returns the
-    /// background threads' reports and the stuck background threads.
-    pub(crate) fn join_and_detach(
-        &mut self,
-        now: Instant,
-    ) -> (Vec<ThreadReport>, Vec<StuckThread>) {
-        let mut reports = Vec::new();
-        let mut stuck = Vec::new();
-        for t in &mut self.threads {
-            let Some(handle) = t.handle.take() else {
+    /// Joins every exited thread and detaches the rest (they are named by
+    /// their units' reports).
+    pub(crate) fn join_and_detach(&mut self) {
+        for e in &mut self.entries {
+            let Some(handle) = e.handle.take() else {
                 continue;
             };
-            if t.alive {
-                drop(handle); // detach; it is named in the report
+            if e.alive {
+                drop(handle); // detach
             } else {
                 // It reported its exit, so this returns promptly. Panics
                 // were caught inside; a panic in the guard itself is moot.
                 let _ = handle.join();
             }
-            if let ThreadKind::Background(slot) = &t.kind {
-                reports.push(background_report(&t.name, slot, t.alive));
-                if t.alive {
-                    stuck.push(StuckThread {
-                        thread: t.name.clone(),
-                        pool: None,
-                        job_key: None,
-                        in_job: t.started.map(|s| now.saturating_duration_since(s)),
-                    });
-                }
-            }
         }
-        (reports, stuck)
+    }
+}
+
+impl ThreadView for Joiner {
+    fn is_alive(&self, id: usize) -> bool {
+        self.entries.get(id).is_some_and(|e| e.alive)
+    }
+
+    fn started(&self, id: usize) -> Option<Instant> {
+        self.entries.get(id).and_then(|e| e.started)
+    }
+
+    fn name(&self, id: usize) -> &str {
+        self.entries.get(id).map_or("?", |e| &e.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn spec(name: &str, hold: Hold, body: impl FnOnce() + Send + 'static) -> Spec {
+        Spec {
+            name: name.into(),
+            hold,
+            stack_size: None,
+            body: Box::new(body),
+        }
+    }
+
+    #[test]
+    fn a_group_starts_and_every_exit_is_joined() {
+        let mut threads = Threads::default();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let specs = (0..3)
+            .map(|i| {
+                let ran = ran.clone();
+                spec(&format!("t-{i}"), Hold::Work, move || {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        assert_eq!(threads.start(specs).unwrap(), vec![0, 1, 2]);
+        let mut j = threads.into_joiner();
+        j.wait_until(None);
+        assert_eq!(j.alive(), 0);
+        assert!(j.is_complete());
+        j.join_and_detach();
+        assert_eq!(ran.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_failed_spawn_runs_no_body_and_leaves_nothing_started() {
+        let mut threads = Threads::default();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let ok = {
+            let ran = ran.clone();
+            spec("ok", Hold::Work, move || {
+                ran.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        // A stack no machine has makes `thread::Builder::spawn` fail.
+        let mut bad = spec("bad", Hold::Work, || {});
+        bad.stack_size = Some(1 << 60);
+        assert!(threads.start(vec![ok, bad]).is_err());
+        let j = threads.into_joiner();
+        assert_eq!(j.alive(), 0, "nothing started");
+        assert_eq!(ran.load(Ordering::Relaxed), 0, "the gate never opened");
+    }
+
+    #[test]
+    fn a_service_keeps_the_run_from_completing() {
+        let mut threads = Threads::default();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        threads
+            .start(vec![
+                spec("work", Hold::Work, || {}),
+                spec("svc", Hold::Service, move || {
+                    let _ = stop_rx.recv();
+                }),
+            ])
+            .unwrap();
+        let mut j = threads.into_joiner();
+        // Wait for the work thread's exit (the only one that can come).
+        let id = j.done().recv().unwrap();
+        j.exited(id);
+        assert_eq!(j.alive(), 1);
+        assert!(!j.is_complete(), "the service holds the run open");
+        drop(stop_tx);
+        j.wait_until(None);
+        assert!(j.is_complete());
+    }
+
+    #[test]
+    fn helpers_alone_complete_when_they_return() {
+        let mut threads = Threads::default();
+        threads.start(vec![spec("h", Hold::None, || {})]).unwrap();
+        let mut j = threads.into_joiner();
+        assert!(!j.is_complete());
+        j.wait_until(None);
+        assert!(j.is_complete());
     }
 }

@@ -152,27 +152,30 @@ mod join;
 mod phase;
 mod pool;
 mod reason;
+mod registry;
 mod report;
 mod runtime;
 #[cfg(feature = "http")]
 mod server;
+mod shared;
 mod signal;
+mod slot;
 mod submit;
 mod thread;
 mod token;
+mod unit;
 
 pub use crate::error::{BuildError, InstallError};
 pub use crate::phase::Phase;
-pub use crate::pool::{DrainPolicy, PoolBuilder};
-pub use crate::report::{
-    ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolReport, Report, StuckThread,
-    ThreadOutcome, ThreadReport, Timings,
-};
-pub use crate::runtime::{
-    Builder, Handle, Runtime, DEFAULT_GRACE, DEFAULT_HOOK_BUDGET, DEFAULT_KILL_GRACE,
-};
-#[cfg(feature = "http")]
-pub use crate::server::{ConnectionCounts, Request, Response, Server, ServerBuilder, ServerReport};
-pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
+pub use crate::pool::{DrainPolicy, Pool, PoolBuilder};
 pub use crate::reason::{Signal, StopReason};
+pub use crate::report::{
+    ConnectionCounts, ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolId, PoolReport,
+    Report, ServerReport, StuckThread, TakeError, ThreadOutcome, ThreadReport, Timings,
+};
+pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
+#[cfg(feature = "http")]
+pub use crate::server::{Request, Response, Server, ServerBuilder};
+pub use crate::shared::Handle;
+pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};

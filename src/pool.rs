@@ -1,4 +1,4 @@
-//! `Pool<T>`: named worker threads pulling jobs from one bounded crossbeam
+//! [`Pool`]: named worker threads pulling jobs from one bounded crossbeam
 //! channel, with per-job panic capture and the drain policies.
 //!
 //! # The worker loop
@@ -16,37 +16,37 @@
 //! An idle worker blocks in a plain `recv` on the channel — the cheapest
 //! wait, paid on every job a worker waits for. The stop reaches it through
 //! the channel: the trigger itself drops the sender if no submit holds it
-//! (`Queue::try_disconnect`, from `Shared::trigger`), so idle workers
-//! wake at once without waiting for the runtime's thread to wake up and
-//! close the queue; if a submit did hold it, that submit refuses and
-//! `close` disconnects right after.
+//! (`Unit::on_trigger` → `Queue::try_disconnect`), so idle workers wake at
+//! once without waiting for the runtime's thread; if a submit did hold it,
+//! that submit refuses and `stop_accepting` disconnects right after.
 //!
-//! # The job slot
+//! # Who owns a job
 //!
-//! Each worker has one `AtomicU64` slot saying whether it is in a job and
-//! since when, so that the joiner can name a stuck job. Exactly one side
-//! accounts for a job (invariant 1, nothing lost and nothing counted twice):
-//! the worker clears the slot with a `swap` when the job returns, and the
-//! joiner marks a straggler with a `fetch_or(ABANDONED)`; whichever comes
-//! first in the slot's modification order decides whether the job is
-//! "finished" (the worker records it) or "abandoned" (the joiner does, and
-//! the worker records nothing and exits when it comes back).
+//! Each worker has one state word (`slot::Slot`); its table and the proof
+//! that every job ends in exactly one bucket are in `slot.rs`. Per job, a
+//! pool without a key function pays two uncontended compare-and-swaps on it
+//! (`take_and_run`, `finish`), with a key function three.
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::error::BuildError;
-use crate::join::ThreadKind;
-use crate::report::{JobError, PoolReport, StuckThread};
-use crate::runtime::{Handle, Runtime};
+use crate::join::{Hold, Spec, ThreadView};
+use crate::reason::StopReason;
+use crate::registry::Registry;
+use crate::report::{JobError, PoolId, PoolReport, Report, StuckThread};
+use crate::shared::Shared;
+use crate::slot::{Sealed, Slot};
 use crate::submit::{Queue, Sequenced, Submitter};
 use crate::thread::catch;
-use crate::token::{StopReason, Token};
+use crate::token::Token;
+use crate::unit::Unit;
 
 /// How many job error messages a pool keeps for the report.
 pub(crate) const MAX_ERRORS: usize = 8;
@@ -60,10 +60,9 @@ pub enum DrainPolicy {
     #[default]
     Finish,
     /// Only the jobs in flight finish; every queued job is handed back, in
-    /// queue order, in the [`Report`](crate::Report), so it can be
-    /// checkpointed and resumed. (Queue order is submission order; jobs of
-    /// producers that submitted at the same moment may come in either
-    /// order.)
+    /// queue order, in the [`Report`], so it can be checkpointed and
+    /// resumed. (Queue order is submission order; jobs of producers that
+    /// submitted at the same moment may come in either order.)
     HandBack,
 }
 
@@ -72,11 +71,36 @@ type KeyFn<T> = dyn Fn(&T) -> String + Send + Sync;
 
 // ===== PoolBuilder =====
 
-/// Configures a pool; made by [`Runtime::pool`], finished by
-/// [`start`](PoolBuilder::start).
+/// Configures a pool; made by [`Runtime::pool`](crate::Runtime::pool),
+/// finished by [`start`](PoolBuilder::start).
+///
+/// ```
+/// use winddown::{DrainPolicy, Runtime};
+///
+/// let mut rt = Runtime::builder().signals(false).build()?;
+/// let pool = rt
+///     .pool::<u32>("resize")
+///     .workers(2)
+///     .capacity(16)
+///     .drain(DrainPolicy::HandBack)
+///     .key(|n| *n)
+///     .start(|n, _token| {
+///         anyhow::ensure!(n != 13, "unlucky");
+///         Ok(())
+///     })?;
+/// pool.submit(12).expect("running");
+/// pool.submit(13).expect("running");
+/// let id = pool.id();
+/// drop(pool); // the last submitter: the run completes once the queue drains
+/// let mut report = rt.run();
+/// let resize = report.pool("resize").unwrap();
+/// assert_eq!((resize.succeeded, resize.failed), (1, 1));
+/// assert!(report.take_handed_back(id).is_empty());
+/// # Ok::<(), winddown::BuildError>(())
+/// ```
 #[must_use = "a pool starts only when `start` is called"]
 pub struct PoolBuilder<'rt, T> {
-    rt: &'rt mut Runtime,
+    reg: &'rt mut Registry,
     name: String,
     workers: Option<usize>,
     capacity: Option<usize>,
@@ -87,9 +111,9 @@ pub struct PoolBuilder<'rt, T> {
 }
 
 impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
-    pub(crate) fn new(rt: &'rt mut Runtime, name: String) -> Self {
+    pub(crate) fn new(reg: &'rt mut Registry, name: String) -> Self {
         PoolBuilder {
-            rt,
+            reg,
             name,
             workers: None,
             capacity: None,
@@ -129,7 +153,8 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
     }
 
     /// Names jobs in the report (handed back, abandoned, failed) by the
-    /// `Debug` form of `key(&job)`. Called once per job, before it runs.
+    /// `Debug` form of `key(&job)`. Called once per job, before it runs,
+    /// and for each handed-back job when the report is made.
     pub fn key<K, F>(mut self, key: F) -> Self
     where
         K: fmt::Debug,
@@ -148,21 +173,27 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
     }
 
     /// Spawns the workers (`<name>-0` … `<name>-{W-1}`) and returns the
-    /// first [`Submitter`]. Each job runs as `job_fn(job, &token)`; an `Err`
-    /// or a panic is caught, counted and recorded, and the worker goes on.
+    /// [`Pool`], which is also the first submitter. Each job runs as
+    /// `job_fn(job, &token)`; an `Err` or a panic is caught, counted and
+    /// recorded, and the worker goes on.
+    ///
+    /// A pool started after the stop began (a signal during start-up) starts
+    /// stopped: its workers exit at once and every submit hands its job
+    /// back. That is not an error.
     ///
     /// # Errors
     ///
     /// [`BuildError::ZeroWorkers`], [`BuildError::InvalidName`],
-    /// [`BuildError::DuplicateName`], [`BuildError::Stopping`] if the runtime
-    /// is already stopping, [`BuildError::Spawn`] if the OS refused a thread
-    /// (the workers already spawned are stopped and joined first).
-    pub fn start<F>(self, job_fn: F) -> Result<Submitter<T>, BuildError>
+    /// [`BuildError::DuplicateName`] (the pool's name or one of its
+    /// workers' names is taken), [`BuildError::Spawn`] if the OS refused a
+    /// thread (none of the pool's workers then runs, and the names are free
+    /// again).
+    pub fn start<F>(self, job_fn: F) -> Result<Pool<T>, BuildError>
     where
         F: Fn(T, &Token) -> anyhow::Result<()> + Send + Sync + 'static,
     {
         let PoolBuilder {
-            rt,
+            reg,
             name,
             workers,
             capacity,
@@ -175,60 +206,53 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         if workers == 0 {
             return Err(BuildError::ZeroWorkers { pool: name });
         }
-        rt.check_new_name(&name)?;
+        let mut names = vec![name.clone()];
+        names.extend((0..workers).map(|i| format!("{name}-{i}")));
+        reg.reserve(&names)?;
         let capacity = capacity.unwrap_or(workers.saturating_mul(2));
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let handle = rt.handle();
-        let token = handle.token();
+        let token = reg.token();
         let name: Arc<str> = name.into();
-        let queue = Arc::new(Queue::new(name.clone(), tx, token.child()));
-        let ids: Vec<usize> = (0..workers)
-            .map(|i| rt.reserve_thread(format!("{name}-{i}"), ThreadKind::Worker))
-            .collect();
+        let id = PoolId::fresh();
+        let queue = Arc::new(Queue::new(name.clone(), id.raw(), tx, token.child()));
+        let epoch = Instant::now();
+        let first = reg.threads.next_id();
         let core = Arc::new(PoolCore {
+            id,
             queue: queue.clone(),
             rx,
             policy: drain,
             fail_fast,
             key,
             job_fn: Arc::new(job_fn),
+            shared: reg.shared.clone(),
             handed_back: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
-            epoch: Instant::now(),
-            workers: ids
+            workers: names[1..]
                 .iter()
                 .enumerate()
-                .map(|(i, &id)| WorkerState::new(id, format!("{name}-{i}")))
+                .map(|(i, n)| WorkerState::new(first + i, n.clone(), epoch))
                 .collect(),
+            sealed: Mutex::new(None),
         });
-        // Hand out the first submitter before any worker runs, so a failed
-        // start closes the pool by dropping it.
+        // The first submitter exists before any worker runs, so a failed
+        // start closes the (empty) pool by dropping it.
         let submitter = Submitter::new(queue);
-        let mut spawned = Vec::with_capacity(workers);
-        for w in &core.workers {
-            let (core2, me, token2, handle2) =
-                (core.clone(), w.clone(), token.clone(), handle.clone());
-            let body = move || worker_loop(&core2, &me, &token2, &handle2);
-            match rt.spawn_thread(w.id, stack_size, body) {
-                Ok(h) => spawned.push((w.id, h)),
-                Err(e) => {
-                    // Undo the partial start: close the (empty) queue so the
-                    // spawned workers see a disconnect, and join them. Their
-                    // entries stay unstarted, so their exits are ignored.
-                    drop(submitter);
-                    core.queue.close();
-                    for (_, h) in spawned {
-                        let _ = h.join();
-                    }
-                    return Err(BuildError::Spawn(e));
+        let specs = (0..workers)
+            .map(|i| {
+                let (core, token) = (core.clone(), token.clone());
+                Spec {
+                    name: names[i + 1].clone(),
+                    hold: Hold::Work,
+                    stack_size,
+                    body: Box::new(move || worker_loop(&core, &core.workers[i], &token)),
                 }
-            }
-        }
-        for (id, h) in spawned {
-            rt.thread_started(id, h);
-        }
-        rt.add_pool(core);
-        Ok(submitter)
+            })
+            .collect();
+        let ids = reg.start_threads(&names, specs)?;
+        debug_assert_eq!(ids, (first..first + workers).collect::<Vec<_>>());
+        reg.add_unit(core);
+        Ok(Pool { submitter, id })
     }
 }
 
@@ -250,56 +274,118 @@ fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+// ===== Pool =====
+
+/// A running pool: the typed handle [`PoolBuilder::start`] returns.
+///
+/// It is the pool's first [`Submitter`] (it derefs to one, so
+/// `pool.submit(job)` works, and dropping it is dropping a submitter) and
+/// carries the pool's typed [`PoolId`], with which
+/// [`Report::take_handed_back`] returns the handed-back jobs as a `Vec<T>`
+/// that cannot be mistaken for another pool's or another type's. The id is
+/// `Copy` and keeps nothing alive: take it before the last submitter goes.
+pub struct Pool<T> {
+    submitter: Submitter<T>,
+    id: PoolId<T>,
+}
+
+impl<T> Pool<T> {
+    /// The pool's typed id, for [`Report::take_handed_back`].
+    pub fn id(&self) -> PoolId<T> {
+        self.id
+    }
+
+    /// Another submitter for this pool (for another producer thread).
+    pub fn submitter(&self) -> Submitter<T> {
+        self.submitter.clone()
+    }
+
+    /// This handle as a plain submitter.
+    pub fn into_submitter(self) -> Submitter<T> {
+        self.submitter
+    }
+}
+
+impl<T> Deref for Pool<T> {
+    type Target = Submitter<T>;
+
+    fn deref(&self) -> &Submitter<T> {
+        &self.submitter
+    }
+}
+
+impl<T> From<&Pool<T>> for PoolId<T> {
+    fn from(pool: &Pool<T>) -> PoolId<T> {
+        pool.id
+    }
+}
+
+impl<T> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.submitter.pool_name())
+            .field("closed", &self.submitter.is_closed())
+            .finish()
+    }
+}
+
 // ===== Worker state =====
 
-/// The slot is busy: a job started at the nanosecond in the low bits.
-const BUSY: u64 = 1 << 62;
-/// The joiner gave up on this worker; its current job is "abandoned".
-const ABANDONED: u64 = 1 << 63;
-const TIME_MASK: u64 = BUSY - 1;
-
 #[derive(Debug)]
-pub(crate) struct WorkerState {
-    /// The runtime-wide thread id (index into the joiner's table).
-    pub(crate) id: usize,
-    pub(crate) name: String,
-    /// See "The job slot" in the module doc. Written by the worker (`swap`)
-    /// and the joiner (`fetch_or`), both `AcqRel`, so whichever goes second
-    /// sees the first's write and the key stored before it.
-    slot: AtomicU64,
-    /// The current job's key, if the pool has a key function.
+struct WorkerState {
+    /// The runtime-wide thread id (index into the thread registry).
+    id: usize,
+    name: String,
+    /// Who owns the job this worker holds (`slot.rs`).
+    slot: Slot,
+    /// The current job's key, if the pool has a key function. Written
+    /// before the `HELD → RUNNING` CAS, whose `Release` publishes it to a
+    /// seal that finds `RUNNING`.
     key: Mutex<Option<String>>,
-    // Counters: written only by this worker, read by the joiner after the
-    // worker's exit was reported (the done channel orders them) or after the
-    // slot was sealed. `Relaxed` is therefore enough.
+    // Counters: written only by this worker (a load and a store, no
+    // read-modify-write), read by the joiner once the worker exited (the
+    // done channel orders them) or was sealed (see "Counting by difference"
+    // in `slot.rs`). `Relaxed` is therefore enough.
     succeeded: AtomicU64,
     failed: AtomicU64,
     panicked: AtomicU64,
 }
 
 impl WorkerState {
-    fn new(id: usize, name: String) -> Arc<WorkerState> {
-        Arc::new(WorkerState {
+    fn new(id: usize, name: String, epoch: Instant) -> WorkerState {
+        WorkerState {
             id,
             name,
-            slot: AtomicU64::new(0),
+            slot: Slot::new(epoch),
             key: Mutex::new(None),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
-        })
+        }
     }
 
     fn bump(counter: &AtomicU64) {
-        // Single writer: a load and a store, no read-modify-write needed.
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 }
 
 // ===== PoolCore =====
 
+/// What the seal found, kept for the report.
+struct SealState<T> {
+    submitted: u64,
+    succeeded: u64,
+    failed: u64,
+    panicked: u64,
+    /// Handed back by workers and left in the queue, in submission order.
+    jobs: Vec<T>,
+    stuck: Vec<StuckThread>,
+    abandoned_keys: Vec<String>,
+}
+
 /// Everything a pool's workers and the joiner share.
-pub(crate) struct PoolCore<T> {
+struct PoolCore<T> {
+    id: PoolId<T>,
     queue: Arc<Queue<T>>,
     /// The joiner's receiver, used to hand back what is left in the queue.
     rx: Receiver<Sequenced<T>>,
@@ -307,20 +393,18 @@ pub(crate) struct PoolCore<T> {
     fail_fast: bool,
     key: Option<Arc<KeyFn<T>>>,
     job_fn: Arc<JobFn<T>>,
+    shared: Arc<Shared>,
     /// Jobs workers took off the queue and gave back, with their sequence
-    /// numbers: workers racing the stop push them in any order.
+    /// numbers: workers racing the stop push them in any order. The lock is
+    /// held across a worker's `Slot::release` and its push, and the joiner
+    /// takes the list under it after sealing (see `Slot::release`).
     handed_back: Mutex<Vec<Sequenced<T>>>,
     errors: Mutex<Vec<JobError>>,
-    /// Zero of the job slots' clocks.
-    epoch: Instant,
-    workers: Vec<Arc<WorkerState>>,
+    workers: Vec<WorkerState>,
+    sealed: Mutex<Option<SealState<T>>>,
 }
 
 impl<T> PoolCore<T> {
-    fn hand_back(&self, job: Sequenced<T>) {
-        self.handed_back.lock().push(job);
-    }
-
     fn record_error(&self, key: Option<String>, message: String, panicked: bool) {
         let mut errors = self.errors.lock();
         if errors.len() < MAX_ERRORS {
@@ -333,213 +417,241 @@ impl<T> PoolCore<T> {
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        // Truncation only after ~146 years of uptime.
-        (self.epoch.elapsed().as_nanos() as u64) & TIME_MASK
+    fn fail_fast(&self, error: String) {
+        if self.fail_fast {
+            self.shared.trigger(StopReason::JobFailed {
+                pool: self.queue.name.to_string(),
+                error,
+            });
+        }
     }
 }
 
-/// What the runtime needs of a pool, whatever its job type.
-pub(crate) trait PoolControl: Send + Sync {
-    fn close(&self);
-    /// `Queue::try_disconnect`: the trigger's non-blocking early close.
-    fn try_disconnect(&self);
-    /// Seals the pool and builds its report. `alive(id)` says whether a
-    /// worker has not reported its exit; those are named stuck.
-    fn finish(&self, alive: &dyn Fn(usize) -> bool, now: Instant)
-        -> (PoolReport, Vec<StuckThread>);
-}
-
-impl<T: Send + 'static> PoolControl for PoolCore<T> {
-    fn close(&self) {
-        self.queue.close();
-    }
-
-    fn try_disconnect(&self) {
+impl<T: Send + 'static> Unit for PoolCore<T> {
+    fn on_trigger(&self) {
         self.queue.try_disconnect();
     }
 
-    fn finish(
-        &self,
-        alive: &dyn Fn(usize) -> bool,
-        now: Instant,
-    ) -> (PoolReport, Vec<StuckThread>) {
+    fn stop_accepting(&self) {
+        self.queue.close();
+    }
+
+    fn seal(&self, threads: &dyn ThreadView) {
         let name = self.queue.name.to_string();
+        let now = Instant::now();
         let mut stuck = Vec::new();
         let mut abandoned_keys = Vec::new();
-        let mut abandoned = 0;
-        // 1. Seal the stragglers first, so none of them records anything
-        //    from here on (see "The job slot").
-        for w in self.workers.iter().filter(|w| alive(w.id)) {
-            let prev = w.slot.fetch_or(ABANDONED, Ordering::AcqRel);
-            let (job_key, in_job) = if prev & BUSY != 0 && prev & ABANDONED == 0 {
-                abandoned += 1;
-                let key = w.key.lock().clone();
-                if let Some(k) = &key {
-                    abandoned_keys.push(k.clone());
+        // 1. Seal the stragglers, so none of them records anything from here
+        //    on.
+        for w in self.workers.iter().filter(|w| threads.is_alive(w.id)) {
+            let (job_key, since) = match w.slot.seal() {
+                Sealed::Running(at) => {
+                    let key = w.key.lock().clone();
+                    abandoned_keys.extend(key.clone());
+                    (key, Some(at))
                 }
-                let started = self.epoch + Duration::from_nanos(prev & TIME_MASK);
-                (key, Some(now.saturating_duration_since(started)))
-            } else {
-                (None, None)
+                Sealed::Held(at) => (None, Some(at)),
+                Sealed::Idle | Sealed::Again => (None, None),
             };
             stuck.push(StuckThread {
                 thread: w.name.clone(),
                 pool: Some(name.clone()),
                 job_key,
-                in_job,
+                in_job: since.map(|at| now.saturating_duration_since(at)),
             });
         }
-        // 2. Everything still queued goes back too, and all of it in
-        //    submission order: what the workers handed back came off the
-        //    queue first but reached the list in whatever order they raced.
-        //    The stable sort is near-linear here (the queue's part is sorted).
-        let mut handed_back = std::mem::take(&mut *self.handed_back.lock());
-        handed_back.extend(self.rx.try_iter());
-        handed_back.sort_by_key(|&(seq, _)| seq);
-        let jobs: Vec<T> = handed_back.into_iter().map(|(_, job)| job).collect();
-        let handed_back_keys = match &self.key {
-            Some(key) => jobs
-                .iter()
-                .map(|j| catch(|| key(j)).unwrap_or_else(|_| "<key panicked>".into()))
-                .collect(),
-            None => Vec::new(),
-        };
+        // 2. What workers handed back, and what is still queued, in
+        //    submission order. The stable sort is near-linear (the queue's
+        //    part is already sorted).
+        let mut back = std::mem::take(&mut *self.handed_back.lock());
+        back.extend(self.rx.try_iter());
+        back.sort_by_key(|&(seq, _)| seq);
+        // 3. The counters, read once, after the seal.
         let sum = |f: fn(&WorkerState) -> &AtomicU64| -> u64 {
             self.workers
                 .iter()
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum()
         };
-        let report = PoolReport::new(
-            name,
-            self.workers.len(),
-            self.queue.submitted.load(Ordering::Relaxed),
-            sum(|w| &w.succeeded),
-            sum(|w| &w.failed),
-            sum(|w| &w.panicked),
-            abandoned,
+        *self.sealed.lock() = Some(SealState {
+            submitted: self.queue.submitted.load(Ordering::Relaxed),
+            succeeded: sum(|w| &w.succeeded),
+            failed: sum(|w| &w.failed),
+            panicked: sum(|w| &w.panicked),
+            jobs: back.into_iter().map(|(_, job)| job).collect(),
+            stuck,
             abandoned_keys,
-            handed_back_keys,
-            std::mem::take(&mut *self.errors.lock()),
-            jobs,
+        });
+    }
+
+    fn report(&self, _threads: &dyn ThreadView, report: &mut Report) {
+        let Some(s) = self.sealed.lock().take() else {
+            debug_assert!(false, "report before seal");
+            return;
+        };
+        // Key functions are user code: they run here, after every unit was
+        // sealed and the release hooks ran, so a slow one delays only the
+        // report, not anyone's stuck verdict.
+        let handed_back_keys = match &self.key {
+            Some(key) => s
+                .jobs
+                .iter()
+                .map(|j| catch(|| key(j)).unwrap_or_else(|_| "<key panicked>".into()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let handed_back = s.jobs.len() as u64;
+        let ran = s.succeeded + s.failed + s.panicked;
+        // Counting by difference (`slot.rs`): every job not in another
+        // bucket was on a worker that was given up on.
+        let abandoned = s.submitted.saturating_sub(ran + handed_back);
+        debug_assert!(
+            s.submitted >= ran + handed_back,
+            "a job counted twice in pool {}",
+            self.queue.name
         );
-        (report, stuck)
+        debug_assert!(abandoned >= s.abandoned_keys.len() as u64);
+        report.pools.push(PoolReport {
+            name: self.queue.name.to_string(),
+            workers: self.workers.len(),
+            submitted: s.submitted,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            panicked: s.panicked,
+            handed_back,
+            abandoned,
+            handed_back_keys,
+            abandoned_keys: s.abandoned_keys,
+            errors: std::mem::take(&mut *self.errors.lock()),
+        });
+        report.stuck.extend(s.stuck);
+        report.put_handed_back(self.id, s.jobs);
     }
 }
 
 // ===== The worker loop =====
 
-fn worker_loop<T: Send + 'static>(
-    core: &PoolCore<T>,
-    me: &WorkerState,
-    token: &Token,
-    handle: &Handle,
-) {
+fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &Token) {
     let rx = &core.rx;
     let hand_back_on_stop = core.policy == DrainPolicy::HandBack;
+    let must_stop = || token.is_hard_stopping() || (hand_back_on_stop && token.is_stopping());
     loop {
         // Between two jobs: past the deadline, or stopping under HandBack,
         // take nothing more.
-        if token.is_hard_stopping() || (hand_back_on_stop && token.is_stopping()) {
-            break;
+        if must_stop() {
+            return;
         }
         // An idle worker waits in a plain `recv`, not a `select!` over the
         // queue and the token: that is the cheapest wait per job, and the
         // stop still wakes it at once, because the trigger disconnects the
-        // channel (`Shared::trigger`), or else the runtime's `close` does.
+        // channel, or else the runtime's `stop_accepting` does.
         let job = match rx.try_recv() {
             Ok(job) => job,
-            Err(TryRecvError::Disconnected) => break, // nothing more will come
+            Err(TryRecvError::Disconnected) => return, // nothing more will come
             Err(TryRecvError::Empty) => {
                 if token.is_stopping() {
                     // The trigger's own try may have met a submit in
-                    // flight; try again rather than wait for `close`.
+                    // flight; try again rather than wait for the close.
                     core.queue.try_disconnect();
                 }
                 match rx.recv() {
                     Ok(job) => job,
-                    Err(_) => break, // closed and empty
+                    Err(_) => return, // closed and empty
                 }
             }
         };
-        // The stop may have begun while we waited.
-        if token.is_hard_stopping() || (hand_back_on_stop && token.is_stopping()) {
-            core.hand_back(job);
-            break;
+        // From `recv` to the slot's first CAS the job is counted by
+        // difference if the joiner seals us now (`slot.rs`).
+        let (seq, job) = job;
+        if core.key.is_none() && !must_stop() {
+            // The common path: one CAS into RUNNING.
+            let Some(running) = me.slot.take_and_run() else {
+                return; // sealed: the job is abandoned
+            };
+            let outcome = catch(|| (core.job_fn)(job, token));
+            let outcome = Outcome::of(outcome);
+            if !me.slot.finish(running) {
+                return; // sealed while it ran: abandoned, record nothing
+            }
+            record(core, me, None, outcome);
+            continue;
         }
-        if !run_one(core, me, token, handle, job) {
-            return; // sealed as stuck: record nothing more
+        let Some(held) = me.slot.take() else {
+            return; // sealed
+        };
+        if must_stop() {
+            // The stop began while we waited: give the job back. Under the
+            // lock, so the joiner either finds it in the list or finds us
+            // sealed in HELD (abandoned), never neither.
+            let mut list = core.handed_back.lock();
+            if me.slot.release(held) {
+                list.push((seq, job));
+            }
+            return;
+        }
+        let key = match core.key.as_ref().map(|k| catch(|| k(&job))) {
+            None => None,
+            Some(Ok(k)) => Some(k),
+            Some(Err(panic)) => {
+                // The key function is user code too: its panic counts as the
+                // job's, which then never runs.
+                drop(job);
+                if !me.slot.release(held) {
+                    return;
+                }
+                let msg = format!("key function panicked: {panic}");
+                record(core, me, None, Outcome::Panicked(msg));
+                continue;
+            }
+        };
+        *me.key.lock() = key.clone();
+        let Some(running) = me.slot.run(held) else {
+            return; // sealed while the key function ran: abandoned
+        };
+        let outcome = Outcome::of(catch(|| (core.job_fn)(job, token)));
+        if !me.slot.finish(running) {
+            return;
+        }
+        record(core, me, key, outcome);
+    }
+}
+
+/// A job's outcome, with its message formatted before the slot's `finish`
+/// (a `Display` impl is user code; none runs while the outcome is counted).
+enum Outcome {
+    Ok,
+    Failed(String),
+    Panicked(String),
+}
+
+impl Outcome {
+    fn of(result: Result<anyhow::Result<()>, String>) -> Outcome {
+        match result {
+            Ok(Ok(())) => Outcome::Ok,
+            Ok(Err(e)) => Outcome::Failed(
+                catch(|| format!("{e:#}")).unwrap_or_else(|p| format!("<Display panicked: {p}>")),
+            ),
+            Err(panic) => Outcome::Panicked(format!("panicked: {panic}")),
         }
     }
 }
 
-/// Runs one job and records its outcome. Returns `false` if the joiner gave
-/// up on this worker while the job ran.
-fn run_one<T>(
-    core: &PoolCore<T>,
-    me: &WorkerState,
-    token: &Token,
-    handle: &Handle,
-    (seq, job): Sequenced<T>,
-) -> bool {
-    // The key function is user code too: a panic in it counts as the job's.
-    let key = match core.key.as_ref().map(|k| catch(|| k(&job))) {
-        None => None,
-        Some(Ok(k)) => {
-            *me.key.lock() = Some(k.clone());
-            Some(k)
-        }
-        Some(Err(panic)) => {
-            drop(job);
-            WorkerState::bump(&me.panicked);
-            let msg = format!("key function panicked: {panic}");
-            core.record_error(None, msg.clone(), true);
-            fail_fast(core, handle, msg);
-            return true;
-        }
-    };
-    let prev = me.slot.swap(BUSY | core.now_ns(), Ordering::AcqRel);
-    if prev & ABANDONED != 0 {
-        // Sealed while between jobs (only if descheduled for the whole kill
-        // grace): the report is already built, keep the job findable.
-        me.slot.store(ABANDONED, Ordering::Release);
-        core.hand_back((seq, job));
-        return false;
-    }
-    let outcome = catch(|| (core.job_fn)(job, token));
-    let prev = me.slot.swap(0, Ordering::AcqRel);
-    if prev & ABANDONED != 0 {
-        me.slot.store(ABANDONED, Ordering::Release);
-        return false;
-    }
-    let msg = match outcome {
-        Ok(Ok(())) => {
+/// Counts an outcome after a successful `finish`/`release`.
+fn record<T>(core: &PoolCore<T>, me: &WorkerState, key: Option<String>, outcome: Outcome) {
+    let (msg, panicked) = match outcome {
+        Outcome::Ok => {
             WorkerState::bump(&me.succeeded);
-            return true;
+            return;
         }
-        Ok(Err(e)) => {
+        Outcome::Failed(msg) => {
             WorkerState::bump(&me.failed);
-            let msg = format!("{e:#}");
-            core.record_error(key, msg.clone(), false);
-            msg
+            (msg, false)
         }
-        Err(panic) => {
+        Outcome::Panicked(msg) => {
             WorkerState::bump(&me.panicked);
-            let msg = format!("panicked: {panic}");
-            core.record_error(key, msg.clone(), true);
-            msg
+            (msg, true)
         }
     };
-    fail_fast(core, handle, msg);
-    true
-}
-
-fn fail_fast<T>(core: &PoolCore<T>, handle: &Handle, error: String) {
-    if core.fail_fast {
-        handle.trigger(StopReason::JobFailed {
-            pool: core.queue.name.to_string(),
-            error,
-        });
-    }
+    core.record_error(key, msg.clone(), panicked);
+    core.fail_fast(msg);
 }

@@ -72,9 +72,7 @@ impl Signal {
     pub fn from_name(name: &str) -> Option<Signal> {
         let upper = name.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        Signal::ALL
-            .into_iter()
-            .find(|s| &s.name()[3..] == bare)
+        Signal::ALL.into_iter().find(|s| &s.name()[3..] == bare)
     }
 
     /// The signal with this number, if winddown knows it.

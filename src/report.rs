@@ -1,12 +1,17 @@
 //! What happened: the [`Report`] a run returns, its parts, and the exit code.
 
 use std::any::Any;
+use std::error::Error;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::token::StopReason;
+use crate::reason::StopReason;
 
 /// A job that failed or panicked, as kept in the report (the first few per
 /// pool).
@@ -110,6 +115,10 @@ impl HookOutcome {
 /// One pool's accounting. The identity
 /// `submitted == succeeded + failed + panicked + handed_back + abandoned`
 /// holds for every pool ([`is_balanced`](PoolReport::is_balanced)).
+///
+/// Plain data: the handed-back jobs themselves are taken from the
+/// [`Report`] with the pool's typed id ([`Report::take_handed_back`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolReport {
     /// The pool's name.
@@ -127,50 +136,21 @@ pub struct PoolReport {
     /// Jobs never started, given back to the caller (see
     /// [`Report::take_handed_back`]).
     pub handed_back: u64,
-    /// Jobs in flight on a thread still stuck at the end of the kill grace.
+    /// Jobs a worker held when the runtime gave up on it at the end of the
+    /// kill grace: running, or taken and not yet started. Their outcome is
+    /// unknown; they may still finish on the detached thread.
     pub abandoned: u64,
     /// Keys of the handed-back jobs, in queue order (empty without a key
     /// function).
     pub handed_back_keys: Vec<String>,
-    /// Keys of the abandoned jobs (empty without a key function).
+    /// Keys of the abandoned jobs that were running (empty without a key
+    /// function; a job taken but not started has no key yet).
     pub abandoned_keys: Vec<String>,
     /// The first failures, at most eight.
     pub errors: Vec<JobError>,
-    /// The handed-back jobs themselves, a `Vec<T>`, until taken.
-    jobs: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl PoolReport {
-    #[allow(clippy::too_many_arguments)] // one call site, in pool.rs
-    pub(crate) fn new<T: Send + 'static>(
-        name: String,
-        workers: usize,
-        submitted: u64,
-        succeeded: u64,
-        failed: u64,
-        panicked: u64,
-        abandoned: u64,
-        abandoned_keys: Vec<String>,
-        handed_back_keys: Vec<String>,
-        errors: Vec<JobError>,
-        jobs: Vec<T>,
-    ) -> PoolReport {
-        PoolReport {
-            name,
-            workers,
-            submitted,
-            succeeded,
-            failed,
-            panicked,
-            handed_back: jobs.len() as u64,
-            abandoned,
-            handed_back_keys,
-            abandoned_keys,
-            errors,
-            jobs: Mutex::new(Some(Box::new(jobs))),
-        }
-    }
-
     /// Returns `true` if every submitted job is accounted for exactly once.
     pub fn is_balanced(&self) -> bool {
         self.submitted
@@ -178,35 +158,192 @@ impl PoolReport {
     }
 }
 
-impl fmt::Debug for PoolReport {
+/// A pool's typed id: which pool, and the type of its jobs, so that
+/// [`Report::take_handed_back`] returns a `Vec<T>` that cannot be another
+/// pool's or another type's. `Copy`, and keeps nothing alive. Get it from
+/// [`Pool::id`](crate::Pool::id) or
+/// [`Submitter::pool_id`](crate::Submitter::pool_id).
+pub struct PoolId<T> {
+    id: u64,
+    _jobs: PhantomData<fn() -> T>,
+}
+
+impl<T> PoolId<T> {
+    /// A process-unique id (a pool of another runtime never shares it).
+    pub(crate) fn fresh() -> PoolId<T> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // Relaxed: only uniqueness matters, which the RMW gives.
+        PoolId::from_raw(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn from_raw(id: u64) -> PoolId<T> {
+        PoolId {
+            id,
+            _jobs: PhantomData,
+        }
+    }
+
+    pub(crate) fn raw(self) -> u64 {
+        self.id
+    }
+}
+
+impl<T> Clone for PoolId<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for PoolId<T> {}
+
+impl<T> PartialEq for PoolId<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl<T> Eq for PoolId<T> {}
+
+impl<T> Hash for PoolId<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl<T> fmt::Debug for PoolId<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let PoolReport {
-            name,
-            workers,
-            submitted,
-            succeeded,
-            failed,
-            panicked,
-            handed_back,
-            abandoned,
-            handed_back_keys,
-            abandoned_keys,
-            errors,
-            jobs: _,
-        } = self;
-        f.debug_struct("PoolReport")
-            .field("name", name)
-            .field("workers", workers)
-            .field("submitted", submitted)
-            .field("succeeded", succeeded)
-            .field("failed", failed)
-            .field("panicked", panicked)
-            .field("handed_back", handed_back)
-            .field("abandoned", abandoned)
-            .field("handed_back_keys", handed_back_keys)
-            .field("abandoned_keys", abandoned_keys)
-            .field("errors", errors)
-            .finish_non_exhaustive()
+        write!(f, "PoolId({})", self.id)
+    }
+}
+
+/// Why [`Report::take_handed_back_named`] returned no jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TakeError {
+    /// The report has no pool of that name.
+    NoSuchPool(String),
+    /// The pool's jobs are not of the type asked for (the name of the type
+    /// asked for is given).
+    WrongType {
+        /// The pool's name.
+        pool: String,
+        /// The type that was asked for.
+        asked: &'static str,
+    },
+    /// The jobs were already taken.
+    AlreadyTaken(String),
+}
+
+impl fmt::Display for TakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TakeError::NoSuchPool(name) => write!(f, "no pool named {name:?} in the report"),
+            TakeError::WrongType { pool, asked } => {
+                write!(f, "the jobs of pool {pool:?} are not of type {asked}")
+            }
+            TakeError::AlreadyTaken(name) => {
+                write!(
+                    f,
+                    "the handed-back jobs of pool {name:?} were already taken"
+                )
+            }
+        }
+    }
+}
+
+impl Error for TakeError {}
+
+/// The handed-back jobs of every pool, by pool id, until taken. The mutex
+/// only makes the report `Sync` for jobs that are merely `Send`; it is only
+/// ever reached through `&mut`, so it is never locked.
+#[derive(Default)]
+struct HandedBackJobs(Vec<(u64, String, JobsSlot)>);
+
+type JobsSlot = Mutex<Option<Box<dyn Any + Send>>>;
+
+impl fmt::Debug for HandedBackJobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(_, name, jobs)| (name, jobs.lock().is_some())),
+            )
+            .finish()
+    }
+}
+
+// ===== Servers =====
+
+/// How the connections of one server ended, in [`ServerReport`].
+///
+/// Every accepted connection is counted once in `closed`, `idle_closed`,
+/// `drained` or `forced` ([`is_balanced`](ConnectionCounts::is_balanced)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionCounts {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Responses written in full (requests served), over all connections.
+    pub served: u64,
+    /// Connections that ended before the stop reached them: the client
+    /// closed, a timeout, an error, a bad request.
+    pub closed: u64,
+    /// Connections closed by the stop while idle or before a full request
+    /// had arrived.
+    pub idle_closed: u64,
+    /// Connections whose last response was written in full, with
+    /// `Connection: close`, after the stop began.
+    pub drained: u64,
+    /// Connections still busy at the drain deadline, shut down by force
+    /// (their response cut, if it had begun).
+    pub forced: u64,
+}
+
+impl ConnectionCounts {
+    /// Returns `true` if every accepted connection is counted exactly once.
+    pub fn is_balanced(&self) -> bool {
+        self.accepted == self.closed + self.idle_closed + self.drained + self.forced
+    }
+}
+
+/// One server's entry in [`Report::servers`] (the `http` feature's
+/// `Server`). Plain data: the report knows a server only through what it
+/// writes here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerReport {
+    /// The server's name.
+    pub name: String,
+    /// The address it listened on.
+    pub addr: SocketAddr,
+    /// How its connections ended.
+    pub connections: ConnectionCounts,
+    /// Failed `accept` calls (e.g. too many open files), each followed by a
+    /// pause.
+    pub accept_errors: u64,
+    /// Requests whose handler returned `Err` (answered with 500).
+    pub handler_errors: u64,
+    /// Requests whose handler panicked (answered with 500).
+    pub handler_panics: u64,
+}
+
+impl fmt::Display for ServerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.connections;
+        write!(
+            f,
+            "server {}: {} connections, {} served, {} idle closed, {} drained, {} forced",
+            self.name, c.accepted, c.served, c.idle_closed, c.drained, c.forced
+        )?;
+        if f.alternate() {
+            write!(
+                f,
+                " ({} closed before the stop; {} accept errors, {} handler errors, {} handler panics)",
+                c.closed, self.accept_errors, self.handler_errors, self.handler_panics
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -251,11 +388,13 @@ pub struct Report {
     pub stuck: Vec<StuckThread>,
     /// Hooks in the order they ran.
     pub hooks: Vec<HookReport>,
-    /// One entry per [`Server`](crate::Server), in start order.
-    #[cfg(feature = "http")]
-    pub servers: Vec<crate::server::ServerReport>,
+    /// One entry per HTTP server, in start order (empty without the
+    /// `http` feature).
+    pub servers: Vec<ServerReport>,
     /// The exit code the program should use (see the crate docs' table).
     pub exit_code: i32,
+    /// The handed-back jobs, until taken.
+    jobs: HandedBackJobs,
 }
 
 /// Exit codes for the outcomes of a run; [`Default`] is the documented table.
@@ -266,9 +405,15 @@ pub struct ExitCodes {
     pub success: i32,
     /// Stopped by a signal and drained cleanly. Default 130.
     pub signal: i32,
-    /// A job failed or panicked, a hook failed or timed out, a background
-    /// thread failed, or a thread was stuck. Default 1.
+    /// Something failed or was cut: a job failed or panicked, a hook failed
+    /// or timed out, a background thread failed, a thread was stuck, the
+    /// hard stop fired, or a server connection was forced. Default 1.
     pub failure: i32,
+    /// The second signal ended the process at once (no report is made: the
+    /// process exits with this code from the signal handler). Default 3,
+    /// distinct from `signal` so a supervisor can tell a forced exit from a
+    /// clean drain, and from 2, the usage error of most argument parsers.
+    pub forced: i32,
 }
 
 impl Default for ExitCodes {
@@ -277,14 +422,49 @@ impl Default for ExitCodes {
             success: 0,
             signal: 130,
             failure: 1,
+            forced: 3,
         }
     }
 }
 
 impl Report {
+    pub(crate) fn new(reason: StopReason, timings: Timings) -> Report {
+        Report {
+            reason,
+            timings,
+            pools: Vec::new(),
+            threads: Vec::new(),
+            stuck: Vec::new(),
+            hooks: Vec::new(),
+            servers: Vec::new(),
+            exit_code: 0,
+            jobs: HandedBackJobs::default(),
+        }
+    }
+
+    /// Stores a pool's handed-back jobs for [`take_handed_back`](Report::take_handed_back).
+    pub(crate) fn put_handed_back<T: Send + 'static>(&mut self, pool: PoolId<T>, jobs: Vec<T>) {
+        let name = self
+            .pools
+            .last()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        self.jobs
+            .0
+            .push((pool.raw(), name, Mutex::new(Some(Box::new(jobs)))));
+    }
+
+    /// Returns `true` if the drain needed the hard stop: a thread was still
+    /// running at the deadline, so the hard token fired (work that watches
+    /// it was cut).
+    pub fn hard_stopped(&self) -> bool {
+        self.timings.hard_stop.is_some()
+    }
+
     /// Returns `true` if anything went wrong: a job failed or panicked, a
     /// hook failed or timed out, a background thread failed, a thread was
-    /// stuck, or a server connection was forced closed at the deadline.
+    /// stuck, the hard stop fired, or a server connection was forced closed
+    /// at the deadline.
     pub fn has_failures(&self) -> bool {
         self.pools.iter().any(|p| p.failed + p.panicked > 0)
             || self.hooks.iter().any(|h| h.outcome.is_failure())
@@ -293,20 +473,15 @@ impl Report {
                 .iter()
                 .any(|t| t.outcome != ThreadOutcome::Returned)
             || !self.stuck.is_empty()
-            || self.has_forced_connections()
+            || self.hard_stopped()
+            || self.forced_connections() > 0
     }
 
-    /// A connection still busy at the drain deadline had its response cut:
-    /// a request that was read but not answered, as a stuck job is one
+    /// Connections still busy at the drain deadline, whose response was
+    /// cut: a request that was read but not answered, as a stuck job is one
     /// taken but not finished.
-    #[cfg(feature = "http")]
-    fn has_forced_connections(&self) -> bool {
-        self.servers.iter().any(|s| s.connections.forced > 0)
-    }
-
-    #[cfg(not(feature = "http"))]
-    fn has_forced_connections(&self) -> bool {
-        false
+    pub fn forced_connections(&self) -> u64 {
+        self.servers.iter().map(|s| s.connections.forced).sum()
     }
 
     pub(crate) fn compute_exit_code(&self, codes: ExitCodes) -> i32 {
@@ -331,16 +506,62 @@ impl Report {
         self.pools.iter().find(|p| p.name == name)
     }
 
-    /// Takes the handed-back jobs of pool `name`, in queue order, so the
-    /// caller can checkpoint them. Returns `None` if there is no such pool,
-    /// `T` is not its job type, or they were already taken.
-    pub fn take_handed_back<T: 'static>(&self, name: &str) -> Option<Vec<T>> {
-        let pool = self.pool(name)?;
-        let mut slot = pool.jobs.lock();
-        if !slot.as_ref()?.is::<Vec<T>>() {
-            return None;
+    /// Takes the handed-back jobs of `pool`, in queue order, so the caller
+    /// can checkpoint them. The type comes from the pool's id, so it cannot
+    /// be mistaken; a second call, or the id of a pool of another runtime,
+    /// returns an empty `Vec` ([`take_handed_back_named`](Report::take_handed_back_named)
+    /// says which).
+    ///
+    /// ```
+    /// use winddown::{DrainPolicy, Runtime};
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let pool = rt.pool::<u32>("p").workers(1).drain(DrainPolicy::HandBack)
+    ///     .start(|_, _| Ok(()))?;
+    /// let id = pool.id();
+    /// rt.handle().request("stop before any job"); // queued jobs come back
+    /// let _ = pool.submit(1); // refused, handed back to us in the Err
+    /// drop(pool);
+    /// let mut report = rt.run();
+    /// assert!(report.take_handed_back(id).is_empty());
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn take_handed_back<T: 'static>(&mut self, pool: impl Into<PoolId<T>>) -> Vec<T> {
+        let id = pool.into().raw();
+        self.jobs
+            .0
+            .iter_mut()
+            .find(|(i, _, _)| *i == id)
+            .and_then(|(_, _, jobs)| jobs.get_mut().take())
+            .and_then(|b| b.downcast::<Vec<T>>().ok())
+            .map_or_else(Vec::new, |b| *b)
+    }
+
+    /// Takes the handed-back jobs of the pool named `name`, for a program
+    /// that no longer has the pool's id.
+    ///
+    /// # Errors
+    ///
+    /// [`TakeError::NoSuchPool`], [`TakeError::WrongType`] (the jobs stay
+    /// for a call with the right type), [`TakeError::AlreadyTaken`].
+    pub fn take_handed_back_named<T: 'static>(&mut self, name: &str) -> Result<Vec<T>, TakeError> {
+        let Some((_, _, slot)) = self.jobs.0.iter_mut().find(|(_, n, _)| n == name) else {
+            return Err(TakeError::NoSuchPool(name.to_owned()));
+        };
+        let slot = slot.get_mut();
+        match slot.take() {
+            None => Err(TakeError::AlreadyTaken(name.to_owned())),
+            Some(b) => match b.downcast::<Vec<T>>() {
+                Ok(jobs) => Ok(*jobs),
+                Err(b) => {
+                    *slot = Some(b);
+                    Err(TakeError::WrongType {
+                        pool: name.to_owned(),
+                        asked: std::any::type_name::<Vec<T>>(),
+                    })
+                }
+            },
         }
-        slot.take()?.downcast::<Vec<T>>().ok().map(|b| *b)
     }
 
     /// Returns the first job errors of every pool.
@@ -360,6 +581,13 @@ impl fmt::Display for Report {
             Some(d) => write!(f, "drained in {}", ms(d))?,
             None => write!(f, "drain timed out, {} thread(s) stuck", self.stuck.len())?,
         }
+        if let Some(d) = self.timings.hard_stop {
+            write!(
+                f,
+                "; hard stop at {} (the deadline cut work in flight)",
+                ms(d)
+            )?;
+        }
         for p in &self.pools {
             write!(
                 f,
@@ -367,7 +595,6 @@ impl fmt::Display for Report {
                 p.name, p.succeeded, p.failed, p.panicked, p.handed_back, p.abandoned
             )?;
         }
-        #[cfg(feature = "http")]
         for s in &self.servers {
             write!(f, "; {s}")?;
         }
@@ -403,7 +630,6 @@ impl fmt::Display for Report {
                 writeln!(f, "  job {key}: {}", e.message)?;
             }
         }
-        #[cfg(feature = "http")]
         for s in &self.servers {
             writeln!(f, "{s:#}")?;
         }
@@ -437,12 +663,13 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Signal;
 
-    fn report(reason: StopReason, pool: PoolReport) -> Report {
+    fn report(reason: StopReason, pool: PoolReport, jobs: Vec<u32>) -> (Report, PoolId<u32>) {
         let now = Instant::now();
-        let mut r = Report {
+        let mut r = Report::new(
             reason,
-            timings: Timings {
+            Timings {
                 started: now,
                 triggered: now,
                 drain_latency: Some(Duration::from_micros(1500)),
@@ -451,57 +678,72 @@ mod tests {
                 release: Duration::ZERO,
                 total: Duration::from_millis(2),
             },
-            pools: vec![pool],
-            threads: vec![],
-            stuck: vec![],
-            hooks: vec![],
-            #[cfg(feature = "http")]
-            servers: vec![],
-            exit_code: 0,
-        };
+        );
+        r.pools.push(pool);
+        let id = PoolId::fresh();
+        r.put_handed_back(id, jobs);
         r.exit_code = r.compute_exit_code(ExitCodes::default());
-        r
+        (r, id)
     }
 
-    fn pool(failed: u64, jobs: Vec<u32>) -> PoolReport {
-        PoolReport::new(
-            "p".into(),
-            2,
-            10 + failed + jobs.len() as u64,
-            10,
+    fn pool(failed: u64, handed_back: u64) -> PoolReport {
+        PoolReport {
+            name: "p".into(),
+            workers: 2,
+            submitted: 10 + failed + handed_back,
+            succeeded: 10,
             failed,
-            0,
-            0,
-            vec![],
-            vec![],
-            vec![],
-            jobs,
-        )
+            panicked: 0,
+            handed_back,
+            abandoned: 0,
+            handed_back_keys: vec![],
+            abandoned_keys: vec![],
+            errors: vec![],
+        }
+    }
+
+    fn code(reason: StopReason, failed: u64) -> i32 {
+        report(reason, pool(failed, 0), vec![]).0.exit_code
     }
 
     #[test]
     fn exit_code_follows_the_table() {
-        assert_eq!(report(StopReason::Completed, pool(0, vec![])).exit_code, 0);
-        assert_eq!(report(StopReason::Signal(crate::Signal::Interrupt), pool(0, vec![])).exit_code, 130);
-        assert_eq!(report(StopReason::Signal(crate::Signal::Interrupt), pool(1, vec![])).exit_code, 1);
-        assert_eq!(
-            report(StopReason::Requested("x".into()), pool(0, vec![])).exit_code,
-            0
-        );
+        let sig = || StopReason::Signal(Signal::Interrupt);
+        assert_eq!(code(StopReason::Completed, 0), 0);
+        assert_eq!(code(sig(), 0), 130);
+        assert_eq!(code(sig(), 1), 1);
+        assert_eq!(code(StopReason::Requested("x".into()), 0), 0);
+        let (mut r, _) = report(sig(), pool(0, 0), vec![]);
+        r.timings.hard_stop = Some(Duration::from_millis(5));
+        assert_eq!(r.compute_exit_code(ExitCodes::default()), 1, "hard stop");
+        assert_ne!(ExitCodes::default().forced, ExitCodes::default().signal);
     }
 
     #[test]
     fn handed_back_jobs_are_taken_once_and_only_with_their_type() {
-        let r = report(StopReason::Signal(crate::Signal::Interrupt), pool(0, vec![4, 5]));
+        let (mut r, id) = report(StopReason::Completed, pool(0, 2), vec![4, 5]);
         assert!(r.pools[0].is_balanced());
-        assert_eq!(r.take_handed_back::<u64>("p"), None);
-        assert_eq!(r.take_handed_back::<u32>("p"), Some(vec![4, 5]));
-        assert_eq!(r.take_handed_back::<u32>("p"), None);
+        assert!(matches!(
+            r.take_handed_back_named::<u64>("p"),
+            Err(TakeError::WrongType { .. })
+        ));
+        assert_eq!(
+            r.take_handed_back_named::<u32>("nope"),
+            Err(TakeError::NoSuchPool("nope".into()))
+        );
+        assert_eq!(r.take_handed_back(id), vec![4, 5]);
+        assert_eq!(r.take_handed_back(id), Vec::<u32>::new());
+        assert_eq!(
+            r.take_handed_back_named::<u32>("p"),
+            Err(TakeError::AlreadyTaken("p".into()))
+        );
+        let other: PoolId<u32> = PoolId::fresh();
+        assert!(r.take_handed_back(other).is_empty());
     }
 
     #[test]
     fn display_is_short_and_alternate_is_detailed() {
-        let r = report(StopReason::Signal(crate::Signal::Interrupt), pool(1, vec![]));
+        let (r, _) = report(StopReason::Signal(Signal::Terminate), pool(1, 0), vec![]);
         let short = r.to_string();
         assert!(
             short.starts_with("stopped (signal); drained in 1.5 ms; p: 10 done, 1 failed"),

@@ -1,141 +1,38 @@
-//! [`Runtime`] and its [`Builder`]: owns the pools, the background threads,
-//! the hooks and the signal registration, and drives the lifecycle from the
-//! trigger to the [`Report`].
+//! [`Runtime`] and its [`Builder`]: the top of the crate. It owns the
+//! registry of units and threads, the hooks and the signal registration, and
+//! drives the lifecycle from the trigger to the [`Report`].
 //!
-//! The drain join itself lives in `join.rs`; this file wires it in order:
-//! wait for a trigger or completion → close every queue and run the
-//! stop-accepting hooks → join against the deadline → release hooks →
-//! report.
+//! `Runtime::shutdown` reads as the list of the stop's steps; each step is a
+//! call into a layer below (`unit`, `join`, `hooks`), none of which imports
+//! this module.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
-use parking_lot::Mutex;
+use crossbeam_channel::select;
 
 use crate::error::BuildError;
 use crate::hooks::{self, Hook};
-use crate::join::{Joiner, ThreadEntry, ThreadKind};
-use crate::phase::{Phase, PhaseCell};
-use crate::pool::{PoolBuilder, PoolControl};
-use crate::report::{ExitCodes, HookKind, Report, ThreadOutcome, ThreadReport, Timings};
-use crate::signal::{self, Registration};
-use crate::thread::{self, catch};
-use crate::token::{StopReason, StopSource, Token};
-
-/// Something the runtime stops and reports on besides pools and background
-/// threads (the HTTP server). Its threads are spawned through the runtime, so
-/// they are joined in the same drain.
-pub(crate) trait Component: Send + Sync {
-    /// Called in `StopAccepting`, right after the queues closed and before
-    /// the stop-accepting hooks.
-    fn stop_accepting(&self);
-    /// Called once the report is built, before the exit code is computed.
-    fn finish(&self, report: &mut Report);
-}
+use crate::join::{Hold, Joiner};
+use crate::phase::Phase;
+use crate::pool::PoolBuilder;
+use crate::reason::{Signal, StopReason};
+use crate::registry::Registry;
+use crate::report::{ExitCodes, HookKind, HookReport, Report, Timings};
+use crate::shared::{Handle, Shared};
+use crate::signal::{self, Registration, SignalConfig, SignalTarget};
+use crate::thread::catch;
+use crate::token::Token;
 
 /// The default drain deadline: trigger → hard stop.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// The default kill grace: hard stop → stuck threads are named and detached.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(1);
-/// The default budget of a hook registered without one.
-pub const DEFAULT_HOOK_BUDGET: Duration = Duration::from_secs(5);
 
-// ===== Shared =====
-
-/// What the runtime shares with its handles, workers and the signal router.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    phase: PhaseCell,
-    /// The root of the token tree; every pool's queue and every token
-    /// handed out hangs below it.
-    root: StopSource,
-    /// Whether a signal during a stop ends the process (the default).
-    force_exit: bool,
-    /// The pools, whose queues the trigger itself disconnects (see
-    /// `trigger`).
-    trigger_pools: TriggerPools,
-}
-
-/// The pools, held weakly (the runtime owns them), for the trigger.
-#[derive(Default)]
-struct TriggerPools(Mutex<Vec<Weak<dyn PoolControl>>>);
-
-impl fmt::Debug for TriggerPools {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TriggerPools({})", self.0.lock().len())
-    }
-}
-
-impl Shared {
-    /// The one trigger path (signal, request, fail-fast, completion, drop).
-    /// Returns `true` if this call began the stop; the first reason wins.
-    pub(crate) fn trigger(&self, reason: StopReason) -> bool {
-        // Stopping the root first publishes the reason and the trigger time
-        // (under the root's lock) before the phase word says so, so an
-        // observer of `StopAccepting` always finds both.
-        if !self.root.stop(reason) {
-            return false;
-        }
-        let moved = self.phase.advance(Phase::Running, Phase::StopAccepting);
-        debug_assert!(moved, "only the first trigger leaves Running");
-        // Idle workers block in a plain `recv` (the cheapest wait per job);
-        // disconnecting their channels here wakes them without waiting for
-        // the runtime's thread to wake up and close the queues. Each try is
-        // non-blocking and gives way to a submit in flight, after which the
-        // runtime's `close` (always called) disconnects.
-        for pool in self.trigger_pools.0.lock().iter().filter_map(Weak::upgrade) {
-            pool.try_disconnect();
-        }
-        true
-    }
-
-    /// Called by the signal router. Returns `false` if the process must end
-    /// now (a signal during a stop, with force-exit on).
-    pub(crate) fn on_signal(&self) -> bool {
-        self.trigger(StopReason::Signal(crate::Signal::Terminate)) || !self.force_exit || self.phase.get() == Phase::Done
-    }
-}
-
-// ===== Handle =====
-
-/// A cloneable, `Send + Sync` handle to a runtime: request the stop, watch
-/// the phase, get tokens. Valid after the runtime is gone (it then reports
-/// `Done`... or whatever phase the runtime last reached).
-#[derive(Clone, Debug)]
-pub struct Handle {
-    shared: Arc<Shared>,
-}
-
-impl Handle {
-    /// Requests a graceful stop with `message` as the reason. Returns `true`
-    /// if this call began the stop, `false` if one was already under way (a
-    /// request during the stop changes nothing).
-    pub fn request(&self, message: impl Into<String>) -> bool {
-        self.trigger(StopReason::Requested(message.into()))
-    }
-
-    pub(crate) fn trigger(&self, reason: StopReason) -> bool {
-        self.shared.trigger(reason)
-    }
-
-    /// Returns a token that stops when the runtime begins to stop, and goes
-    /// hard at the drain deadline.
-    pub fn token(&self) -> Token {
-        self.shared.root.token()
-    }
-
-    /// Returns the current phase.
-    pub fn phase(&self) -> Phase {
-        self.shared.phase.get()
-    }
-
-    /// Returns `true` once the stop has begun.
-    pub fn is_stopping(&self) -> bool {
-        self.shared.root.is_stopping()
+impl SignalTarget for Shared {
+    fn signal_trigger(&self, sig: Signal) -> bool {
+        self.trigger(StopReason::Signal(sig))
     }
 }
 
@@ -147,11 +44,12 @@ type PhaseFn = Arc<dyn Fn(Phase) + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use winddown::Runtime;
+/// use winddown::{Runtime, Signal};
 ///
 /// let _rt = Runtime::builder()
 ///     .grace(Duration::from_secs(30))
 ///     .kill_grace(Duration::from_secs(2))
+///     .handle_signals([Signal::Terminate, Signal::Interrupt]) // leave SIGHUP alone
 ///     .signals(false) // tests and libraries: no process-wide handler
 ///     .build()?;
 /// # Ok::<(), winddown::BuildError>(())
@@ -161,6 +59,8 @@ pub struct Builder {
     grace: Duration,
     kill_grace: Duration,
     signals: bool,
+    signal_set: Vec<Signal>,
+    honor_ignored: bool,
     force_exit: bool,
     exit_codes: ExitCodes,
     on_phase: Option<PhaseFn>,
@@ -168,21 +68,15 @@ pub struct Builder {
 
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Builder {
-            grace,
-            kill_grace,
-            signals,
-            force_exit,
-            exit_codes,
-            on_phase,
-        } = self;
         f.debug_struct("Builder")
-            .field("grace", grace)
-            .field("kill_grace", kill_grace)
-            .field("signals", signals)
-            .field("force_exit", force_exit)
-            .field("exit_codes", exit_codes)
-            .field("on_phase", &on_phase.as_ref().map(|_| "<closure>"))
+            .field("grace", &self.grace)
+            .field("kill_grace", &self.kill_grace)
+            .field("signals", &self.signals)
+            .field("signal_set", &self.signal_set)
+            .field("honor_ignored", &self.honor_ignored)
+            .field("force_exit", &self.force_exit)
+            .field("exit_codes", &self.exit_codes)
+            .field("on_phase", &self.on_phase.as_ref().map(|_| "<closure>"))
             .finish()
     }
 }
@@ -193,6 +87,8 @@ impl Default for Builder {
             grace: DEFAULT_GRACE,
             kill_grace: DEFAULT_KILL_GRACE,
             signals: true,
+            signal_set: Signal::DEFAULT_SET.to_vec(),
+            honor_ignored: true,
             force_exit: true,
             exit_codes: ExitCodes::default(),
             on_phase: None,
@@ -201,7 +97,8 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Sets the drain deadline, measured from the trigger. Default 10 s.
+    /// Sets the drain deadline, measured from the trigger on the monotonic
+    /// clock. Default 10 s.
     ///
     /// Zero means "no drain": the hard token fires at once, in-flight jobs
     /// get the kill grace to notice, and queued jobs are handed back. A
@@ -211,26 +108,57 @@ impl Builder {
         self
     }
 
-    /// Sets how long to wait after the hard token fired before naming and
-    /// detaching the threads still running. Default 1 s; zero names them at
-    /// once.
+    /// Sets how long after the drain deadline the threads still running are
+    /// named and detached. Default 1 s; zero names them at the deadline.
+    /// The bound is `trigger + grace + kill_grace` on the monotonic clock,
+    /// however late the runtime's thread got to fire the hard stop (a
+    /// process stopped by SIGSTOP across the deadline does not wait a
+    /// further kill grace after SIGCONT).
     pub fn kill_grace(mut self, kill_grace: Duration) -> Self {
         self.kill_grace = kill_grace;
         self
     }
 
-    /// Whether to route SIGINT, SIGTERM and SIGHUP (Ctrl-C on Windows) to
-    /// this runtime. Default `true`. The process-wide handler is installed
-    /// once, by the first runtime that asks.
+    /// Whether to route signals to this runtime. Default `true`. The
+    /// process-wide handler is installed once, by the first runtime that
+    /// asks; see the crate docs' *Signals* section for the rules.
     pub fn signals(mut self, signals: bool) -> Self {
         self.signals = signals;
         self
     }
 
-    /// Whether a signal that arrives while a stop is under way ends the
-    /// process at once with exit code 130. Default `true`.
+    /// Which signals stop this runtime. Default [`Signal::DEFAULT_SET`]
+    /// (SIGINT, SIGTERM, SIGHUP). A signal left out keeps its disposition
+    /// (unless an earlier runtime in the process hooked it). An empty set is
+    /// the same as `signals(false)`.
+    pub fn handle_signals(mut self, set: impl IntoIterator<Item = Signal>) -> Self {
+        self.signal_set = set.into_iter().collect();
+        self.signal_set.sort();
+        self.signal_set.dedup();
+        self
+    }
+
+    /// Whether a signal the process inherited as ignored (`nohup` ignores
+    /// SIGHUP; `trap '' INT` in a shell) stays ignored. Default `true`, as
+    /// Go does; `false` hooks it anyway.
+    pub fn honor_ignored_signals(mut self, honor: bool) -> Self {
+        self.honor_ignored = honor;
+        self
+    }
+
+    /// Whether a second, distinct signal ends the process at once with
+    /// [`ExitCodes::forced`] (default 3). Default `true`. The choice of the
+    /// last runtime built holds for the process until the next one is built,
+    /// also after `run` has returned.
     pub fn force_exit_on_second_signal(mut self, force_exit: bool) -> Self {
         self.force_exit = force_exit;
+        self
+    }
+
+    /// Sets the exit code of a forced exit (the second signal). Same as
+    /// setting [`ExitCodes::forced`] through [`exit_codes`](Builder::exit_codes).
+    pub fn forced_exit_code(mut self, code: i32) -> Self {
+        self.exit_codes.forced = code;
         self
     }
 
@@ -248,40 +176,36 @@ impl Builder {
         self
     }
 
-    /// Builds the runtime and, if asked, registers it for signals.
+    /// Builds the runtime and, if asked, registers it for signals. From here
+    /// on a signal stops the runtime, also while units are still being added
+    /// (they then start stopped; `run` returns the report).
     ///
     /// # Errors
     ///
-    /// [`BuildError::Signals`] if signal handling could not be installed,
-    /// e.g. because another `ctrlc` handler owns the process.
+    /// [`BuildError::Signals`] if signal handling could not be installed.
     pub fn build(self) -> Result<Runtime, BuildError> {
-        let shared = Arc::new(Shared {
-            phase: PhaseCell::default(),
-            root: StopSource::new(),
-            force_exit: self.force_exit,
-            trigger_pools: TriggerPools::default(),
-        });
-        let registration = if self.signals {
-            Some(signal::register(&shared)?)
+        let shared = Arc::new(Shared::new());
+        let registration = if self.signals && !self.signal_set.is_empty() {
+            let target: Weak<dyn SignalTarget> = Arc::downgrade(&shared) as _;
+            let config = SignalConfig {
+                set: self.signal_set.clone(),
+                honor_ignored: self.honor_ignored,
+                force_exit: self.force_exit,
+                forced_exit_code: self.exit_codes.forced,
+            };
+            Some(signal::register(target, &config)?)
         } else {
             None
         };
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
         Ok(Runtime {
-            shared,
+            reg: Registry::new(shared),
             grace: self.grace,
             kill_grace: self.kill_grace,
             exit_codes: self.exit_codes,
             on_phase: self.on_phase,
             started: Instant::now(),
-            pools: Vec::new(),
-            threads: Vec::new(),
-            names: HashSet::new(),
-            done_tx: Some(done_tx),
-            done_rx,
             stop_hooks: Vec::new(),
             release_hooks: Vec::new(),
-            components: Vec::new(),
             registration,
             finished: false,
         })
@@ -290,29 +214,45 @@ impl Builder {
 
 // ===== Runtime =====
 
-/// One graceful-shutdown controller: pools, background threads, hooks and
-/// (optionally) signal handling, driven from start to [`Report`] by
-/// [`run`](Runtime::run).
+/// One graceful-shutdown controller: pools, background threads, services,
+/// hooks and (optionally) signal handling, driven from start to [`Report`]
+/// by [`run`](Runtime::run).
 ///
-/// See the [crate docs](crate) for the lifecycle and a full example.
+/// ```
+/// use std::time::Duration;
+/// use winddown::Runtime;
+///
+/// let mut rt = Runtime::builder().signals(false).build()?;
+/// let pool = rt.pool::<u64>("sum").workers(2).start(|n, _token| {
+///     let _ = (0..n).sum::<u64>();
+///     Ok(())
+/// })?;
+/// rt.spawn("metrics", |token| {
+///     while !token.wait_timeout(Duration::from_secs(5)) { /* flush */ }
+///     Ok(())
+/// })?;
+/// rt.on_release("close db", Duration::from_secs(1), || Ok(()));
+/// for n in 0..100 {
+///     pool.submit(n).expect("running");
+/// }
+/// drop(pool); // no more work: the run completes when the queue drains
+/// let report = rt.run();
+/// assert_eq!(report.reason, winddown::StopReason::Completed);
+/// assert_eq!(report.pools[0].succeeded, 100);
+/// assert_eq!(report.exit_code, 0);
+/// # Ok::<(), winddown::BuildError>(())
+/// ```
+///
+/// See the [crate docs](crate) for the lifecycle.
 pub struct Runtime {
-    shared: Arc<Shared>,
+    reg: Registry,
     grace: Duration,
     kill_grace: Duration,
     exit_codes: ExitCodes,
     on_phase: Option<PhaseFn>,
     started: Instant,
-    pools: Vec<Arc<dyn PoolControl>>,
-    /// Indexed by thread id; ids are never reused.
-    threads: Vec<ThreadEntry>,
-    names: HashSet<String>,
-    /// The runtime's own clone of the done sender, given to each spawned
-    /// thread; dropped when the run begins, so disconnect means all exited.
-    done_tx: Option<Sender<usize>>,
-    done_rx: Receiver<usize>,
     stop_hooks: Vec<Hook>,
     release_hooks: Vec<Hook>,
-    components: Vec<Arc<dyn Component>>,
     registration: Option<Registration>,
     /// Set once `shutdown` has run; `Drop` then has nothing to do.
     finished: bool,
@@ -321,9 +261,9 @@ pub struct Runtime {
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
-            .field("phase", &self.shared.phase.get())
-            .field("pools", &self.pools.len())
-            .field("threads", &self.threads.len())
+            .field("phase", &self.reg.shared.phase.get())
+            .field("units", &self.reg.shared.units().len())
+            .field("threads", &self.reg.threads.next_id())
             .field("grace", &self.grace)
             .field("kill_grace", &self.kill_grace)
             .field("signals", &self.registration.is_some())
@@ -349,43 +289,43 @@ impl Runtime {
     /// Starts configuring a pool of workers named `name` for jobs of type
     /// `T`; see [`PoolBuilder`].
     pub fn pool<T: Send + 'static>(&mut self, name: impl Into<String>) -> PoolBuilder<'_, T> {
-        PoolBuilder::new(self, name.into())
+        PoolBuilder::new(&mut self.reg, name.into())
     }
 
     /// Spawns a background thread named `name` that runs `f(token)` — a
-    /// loop such as "flush metrics every 5 s until told to stop". It is
-    /// joined in the same drain as the pools; an `Err` or a panic is
-    /// recorded in the report.
+    /// helper loop such as "flush metrics every 5 s until told to stop". It
+    /// does not hold the run open: the run completes when the pools (and
+    /// services) are done, and the helper is then stopped through its token.
+    /// (A runtime with nothing but helpers completes when they all return.)
+    /// It is joined in the same drain as the pools; an `Err` or a panic is
+    /// recorded in the report. Spawned after the stop began, it starts with
+    /// a stopped token.
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidName`], [`BuildError::DuplicateName`],
-    /// [`BuildError::Stopping`], [`BuildError::Spawn`].
+    /// [`BuildError::InvalidName`], [`BuildError::DuplicateName`] (also
+    /// when the name is a pool's worker's, such as `hash-0`),
+    /// [`BuildError::Spawn`].
     pub fn spawn<F>(&mut self, name: impl Into<String>, f: F) -> Result<(), BuildError>
     where
         F: FnOnce(Token) -> anyhow::Result<()> + Send + 'static,
     {
-        let name = name.into();
-        self.check_new_name(&name)?;
-        let id = self.reserve_thread(name.clone(), ThreadKind::Background(Arc::default()));
-        let token = self.token();
-        let ThreadKind::Background(outcome) = &self.threads[id].kind else {
-            unreachable!("reserved as background just above")
-        };
-        let outcome = outcome.clone();
-        let body = move || {
-            let result = match catch(|| f(token)) {
-                Ok(Ok(())) => ThreadOutcome::Returned,
-                Ok(Err(e)) => ThreadOutcome::Failed(format!("{e:#}")),
-                Err(panic) => ThreadOutcome::Panicked(panic),
-            };
-            *outcome.lock() = Some(result);
-        };
-        let handle = self
-            .spawn_thread(id, None, body)
-            .map_err(BuildError::Spawn)?;
-        self.threads[id].started(handle);
-        Ok(())
+        self.reg.spawn_background(name.into(), Hold::None, f)
+    }
+
+    /// Spawns a service thread: like [`spawn`](Runtime::spawn), but it holds
+    /// the run open — the run does not complete by itself while a service is
+    /// alive, however many pools finish (an accept loop, a queue consumer).
+    /// It runs until a stop (or until it returns by itself).
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Runtime::spawn).
+    pub fn spawn_service<F>(&mut self, name: impl Into<String>, f: F) -> Result<(), BuildError>
+    where
+        F: FnOnce(Token) -> anyhow::Result<()> + Send + 'static,
+    {
+        self.reg.spawn_background(name.into(), Hold::Service, f)
     }
 
     /// Registers a hook that runs when the stop begins (mark not-ready,
@@ -427,27 +367,14 @@ impl Runtime {
         self
     }
 
-    /// Returns a handle for requesting the stop and watching the phase from
-    /// other threads.
+    /// Returns a handle for requesting the stop, watching the phase and
+    /// getting tokens, from any thread.
     pub fn handle(&self) -> Handle {
-        Handle {
-            shared: self.shared.clone(),
-        }
+        Handle::new(self.reg.shared.clone())
     }
 
-    /// Returns a token that stops when the runtime begins to stop.
-    pub fn token(&self) -> Token {
-        self.shared.root.token()
-    }
-
-    /// Requests a graceful stop; see [`Handle::request`].
-    pub fn request(&self, message: impl Into<String>) -> bool {
-        self.handle().request(message)
-    }
-
-    /// Returns the current phase.
-    pub fn phase(&self) -> Phase {
-        self.shared.phase.get()
+    pub(crate) fn registry(&mut self) -> &mut Registry {
+        &mut self.reg
     }
 
     /// Runs until a trigger (signal, request, fail-fast) or until the work
@@ -455,65 +382,15 @@ impl Runtime {
     ///
     /// Blocks the calling thread throughout; every wait is on a channel or a
     /// deadline, never a sleep loop. Returns within grace + kill grace + the
-    /// hook budgets after the trigger, whatever the jobs do.
+    /// hook budgets after the trigger, whatever the jobs do. If the stop
+    /// began before `run` (a signal during start-up), it goes straight to
+    /// the stop.
     pub fn run(mut self) -> Report {
         self.shutdown()
     }
 
-    // ----- crate-internal plumbing for pools -----
-
-    pub(crate) fn check_new_name(&mut self, name: &str) -> Result<(), BuildError> {
-        if self.shared.root.is_stopping() {
-            return Err(BuildError::Stopping);
-        }
-        if name.is_empty() || name.contains('\0') {
-            return Err(BuildError::InvalidName(name.to_owned()));
-        }
-        if !self.names.insert(name.to_owned()) {
-            return Err(BuildError::DuplicateName(name.to_owned()));
-        }
-        Ok(())
-    }
-
-    /// Adds a not-yet-started entry and returns its id.
-    pub(crate) fn reserve_thread(&mut self, name: String, kind: ThreadKind) -> usize {
-        self.threads.push(ThreadEntry::new(name, kind));
-        self.threads.len() - 1
-    }
-
-    pub(crate) fn spawn_thread(
-        &mut self,
-        id: usize,
-        stack_size: Option<usize>,
-        body: impl FnOnce() + Send + 'static,
-    ) -> std::io::Result<JoinHandle<()>> {
-        let done = self
-            .done_tx
-            .clone()
-            .expect("threads are spawned before the run");
-        thread::spawn(self.threads[id].name.clone(), id, stack_size, done, body)
-    }
-
-    pub(crate) fn thread_started(&mut self, id: usize, handle: JoinHandle<()>) {
-        self.threads[id].started(handle);
-    }
-
-    pub(crate) fn add_pool(&mut self, pool: Arc<dyn PoolControl>) {
-        self.shared
-            .trigger_pools
-            .0
-            .lock()
-            .push(Arc::downgrade(&pool));
-        self.pools.push(pool);
-    }
-
-    #[allow(dead_code)] // used by the `http` feature's server
-    pub(crate) fn add_component(&mut self, component: Arc<dyn Component>) {
-        self.components.push(component);
-    }
-
     fn enter(&self, from: Phase, to: Phase) {
-        if self.shared.phase.advance(from, to) {
+        if self.reg.shared.phase.advance(from, to) {
             self.notify(to);
         }
     }
@@ -524,25 +401,88 @@ impl Runtime {
         }
     }
 
-    /// The whole stop. Called by `run`, or by `Drop` if `run` never was;
-    /// the `finished` flag makes the second call a no-op.
+    /// The whole stop, step by step. Called by `run`, or by `Drop` if `run`
+    /// never was; the `finished` flag makes the second call a no-op.
     fn shutdown(&mut self) -> Report {
         debug_assert!(!self.finished);
         self.finished = true;
-        drop(self.done_tx.take());
-        let mut joiner = Joiner::new(std::mem::take(&mut self.threads), self.done_rx.clone());
+        let shared = self.reg.shared.clone();
+        let mut joiner = std::mem::take(&mut self.reg.threads).into_joiner();
 
-        // Running: wait for a trigger, or for the work to complete.
-        let stop = self.token();
-        let has_pools = !self.pools.is_empty();
+        // Running → the trigger.
+        let (reason, triggered) = self.wait_for_trigger(&mut joiner);
+
+        // StopAccepting: refuse new work, then the stop-accepting hooks.
+        self.notify(Phase::StopAccepting);
+        let units = shared.units();
+        for unit in &units {
+            unit.stop_accepting();
+        }
+        let mut hook_reports = hooks::run_all(
+            HookKind::StopAccepting,
+            std::mem::take(&mut self.stop_hooks),
+        );
+
+        // Draining → (HardStop): every bound is from the trigger.
+        let (hard_stop, drain_latency) = self.drain(&mut joiner, &reason, triggered);
+
+        // Seal: give up on who is still running, before any user code runs
+        // again, with the exits that came in taken first.
+        joiner.drain();
+        for unit in &units {
+            unit.seal(&joiner);
+        }
+
+        // Releasing: last registered first, each exactly once.
+        let from = if hard_stop.is_some() {
+            Phase::HardStop
+        } else {
+            Phase::Draining
+        };
+        self.enter(from, Phase::Releasing);
+        let (release_reports, release) = self.release();
+        hook_reports.extend(release_reports);
+
+        // Join: every thread that reported its exit is joined (the OS tore
+        // them down while the hooks ran); the rest are detached and named.
+        joiner.drain();
+        joiner.join_and_detach();
+        let join = triggered.elapsed();
+
+        // Done: the report, from what each unit writes into it.
+        self.enter(Phase::Releasing, Phase::Done);
+        drop(self.registration.take());
+        let mut report = Report::new(
+            reason,
+            Timings {
+                started: self.started,
+                triggered,
+                drain_latency,
+                join,
+                hard_stop,
+                release,
+                total: Duration::ZERO,
+            },
+        );
+        report.hooks = hook_reports;
+        for unit in &units {
+            unit.report(&joiner, &mut report);
+        }
+        shared.clear_units();
+        report.timings.total = triggered.elapsed();
+        report.exit_code = report.compute_exit_code(self.exit_codes);
+        report
+    }
+
+    /// Waits in `Running` for a trigger, or for the work to complete (the
+    /// completion rule is the joiner's: every thread that holds the run open
+    /// has exited). Returns the reason and the trigger's instant.
+    fn wait_for_trigger(&self, joiner: &mut Joiner) -> (StopReason, Instant) {
+        let shared = &self.reg.shared;
+        let stop = shared.root.token();
         loop {
-            let complete = if has_pools {
-                joiner.workers_alive() == 0
-            } else {
-                joiner.alive() == 0
-            };
-            if complete {
-                self.shared.trigger(StopReason::Completed);
+            if joiner.is_complete() {
+                shared.trigger(StopReason::Completed);
             }
             if stop.is_stopping() {
                 break;
@@ -557,33 +497,31 @@ impl Runtime {
         }
         let reason = stop.reason().expect("the loop ends only once stopped");
         let triggered = stop.stopped_at().expect("stopped, so stamped");
+        (reason, triggered)
+    }
 
-        // StopAccepting: close every queue. Blocked submits have already
-        // been woken through the token tree; closing waits for them to
-        // return their jobs and then disconnects the channels.
-        self.notify(Phase::StopAccepting);
-        for pool in &self.pools {
-            pool.close();
-        }
-        for c in &self.components {
-            c.stop_accepting();
-        }
-        let mut hook_reports = hooks::run_all(
-            HookKind::StopAccepting,
-            std::mem::take(&mut self.stop_hooks),
-        );
-
-        // Draining → (HardStop) → all exited or given up on.
+    /// Joins against `trigger + grace`; at the deadline fires the hard token
+    /// and waits until `trigger + grace + kill_grace`. Returns when the hard
+    /// stop fired (from the trigger) and the drain latency (`None` if a
+    /// thread was still running at the end).
+    fn drain(
+        &self,
+        joiner: &mut Joiner,
+        reason: &StopReason,
+        triggered: Instant,
+    ) -> (Option<Duration>, Option<Duration>) {
         self.enter(Phase::StopAccepting, Phase::Draining);
         let deadline = triggered.checked_add(self.grace);
         joiner.wait_until(deadline);
         let mut hard_stop = None;
         if joiner.alive() > 0 {
             self.enter(Phase::Draining, Phase::HardStop);
-            self.shared.root.stop_hard(reason.clone());
-            let hard_at = Instant::now();
-            hard_stop = Some(hard_at - triggered);
-            joiner.wait_until(hard_at.checked_add(self.kill_grace));
+            self.reg.shared.root.stop_hard(reason.clone());
+            hard_stop = Some(triggered.elapsed());
+            // From the deadline, not from now: a runtime thread that woke
+            // late (SIGSTOP, a loaded machine) does not add a kill grace.
+            let kill_deadline = deadline.and_then(|d| d.checked_add(self.kill_grace));
+            joiner.wait_until(kill_deadline);
         }
         // Completion can be decided after the last exit: saturate to zero.
         let drain_latency = (joiner.alive() == 0).then(|| {
@@ -591,67 +529,15 @@ impl Runtime {
                 .last_exit()
                 .map_or(Duration::ZERO, |t| t.saturating_duration_since(triggered))
         });
+        (hard_stop, drain_latency)
+    }
 
-        // Seal the pools (stragglers' jobs become "abandoned") and hand back
-        // what is left in the queues.
-        let now = Instant::now();
-        let mut stuck = Vec::new();
-        let pools = self
-            .pools
-            .iter()
-            .map(|p| {
-                let (report, s) = p.finish(&|id| joiner.is_alive(id), now);
-                stuck.extend(s);
-                report
-            })
-            .collect();
-        // Releasing: last registered first, each exactly once.
-        let from = if hard_stop.is_some() {
-            Phase::HardStop
-        } else {
-            Phase::Draining
-        };
-        self.enter(from, Phase::Releasing);
-        let release_start = Instant::now();
-        let mut release_hooks = std::mem::take(&mut self.release_hooks);
-        release_hooks.reverse();
-        hook_reports.extend(hooks::run_all(HookKind::Release, release_hooks));
-        let release = release_start.elapsed();
-
-        // Join last: every thread has already left its loop (it reported on
-        // the done channel), so what remains is the OS tearing threads down,
-        // which overlapped the release hooks. `run` still returns only with
-        // every thread joined or detached.
-        let (threads, bg_stuck) = joiner.join_and_detach(now);
-        stuck.extend(bg_stuck);
-        let join = Instant::now() - triggered;
-
-        self.enter(Phase::Releasing, Phase::Done);
-        drop(self.registration.take());
-        let mut report = Report {
-            reason,
-            timings: Timings {
-                started: self.started,
-                triggered,
-                drain_latency,
-                join,
-                hard_stop,
-                release,
-                total: Instant::now() - triggered,
-            },
-            pools,
-            threads,
-            stuck,
-            hooks: hook_reports,
-            #[cfg(feature = "http")]
-            servers: Vec::new(),
-            exit_code: 0,
-        };
-        for c in &self.components {
-            c.finish(&mut report);
-        }
-        report.exit_code = report.compute_exit_code(self.exit_codes);
-        report
+    fn release(&mut self) -> (Vec<HookReport>, Duration) {
+        let start = Instant::now();
+        let mut hooks = std::mem::take(&mut self.release_hooks);
+        hooks.reverse();
+        let reports = hooks::run_all(HookKind::Release, hooks);
+        (reports, start.elapsed())
     }
 }
 
@@ -661,25 +547,10 @@ impl Drop for Runtime {
     /// release hooks: no thread is left behind.
     fn drop(&mut self) {
         if !self.finished {
-            self.shared
+            self.reg
+                .shared
                 .trigger(StopReason::Requested("runtime dropped without run".into()));
             let _ = self.shutdown();
         }
-    }
-}
-
-/// Background threads' outcomes, shared between the thread and the joiner.
-pub(crate) type OutcomeSlot = Arc<Mutex<Option<ThreadOutcome>>>;
-
-pub(crate) fn background_report(name: &str, slot: &OutcomeSlot, stuck: bool) -> ThreadReport {
-    ThreadReport {
-        name: name.to_owned(),
-        outcome: if stuck {
-            ThreadOutcome::Stuck
-        } else {
-            slot.lock().clone().unwrap_or(ThreadOutcome::Panicked(
-                "thread ended without an outcome".into(),
-            ))
-        },
     }
 }

@@ -1,43 +1,44 @@
-//! Process-wide signal wiring: one `ctrlc` handler for the whole process,
-//! routing each signal to the live runtimes.
-//!
-//! `ctrlc` allows one handler per process, so the first runtime that wants
-//! signals installs a router and every runtime registers with it while it is
-//! alive. On a signal the router, for each registered runtime:
-//!
-//! * triggers the stop with [`StopReason::Signal`](crate::StopReason::Signal)
-//!   if it was running (first signal);
-//! * otherwise — a stop is already under way — ends the process at once with
-//!   exit code 130, unless that runtime opted out (second signal).
-//!
-//! With no runtime registered (before the first or after the last run), a
-//! signal ends the process with 130, as the default disposition would have:
-//! installing winddown must not make a program immune to Ctrl-C.
-//!
-//! The handler body runs under `catch_unwind`: a panic on ctrlc's thread
-//! would end that thread and silently disable every later signal.
+//! Process-wide signal wiring (interim: the `ctrlc` router, behind the
+//! interface the runtime uses).
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use parking_lot::Mutex;
 
 use crate::error::InstallError;
-use crate::runtime::Shared;
+use crate::reason::Signal;
 use crate::thread::catch;
 
-/// The exit code for a second signal (the shell's "interrupted").
-pub(crate) const FORCED_EXIT_CODE: i32 = 130;
+/// What a runtime exposes to the router.
+pub(crate) trait SignalTarget: Send + Sync {
+    /// Begins the graceful stop with `StopReason::Signal(sig)` if still
+    /// running; `true` if this call began it.
+    fn signal_trigger(&self, sig: Signal) -> bool;
+}
+
+/// How a runtime wants signals handled.
+#[derive(Clone, Debug)]
+pub(crate) struct SignalConfig {
+    pub(crate) set: Vec<Signal>,
+    pub(crate) honor_ignored: bool,
+    pub(crate) force_exit: bool,
+    pub(crate) forced_exit_code: i32,
+}
 
 struct Router {
     installed: bool,
     next_id: u64,
-    live: Vec<(u64, Weak<Shared>)>,
+    live: Vec<(u64, Weak<dyn SignalTarget>)>,
+    force_exit: bool,
+    code: i32,
 }
 
 static ROUTER: Mutex<Router> = Mutex::new(Router {
     installed: false,
     next_id: 0,
     live: Vec::new(),
+    force_exit: true,
+    code: 3,
 });
 
 /// Keeps a runtime registered with the router; deregisters on drop.
@@ -52,9 +53,10 @@ impl Drop for Registration {
     }
 }
 
-/// Registers `shared` for signals, installing the process handler on first
-/// use.
-pub(crate) fn register(shared: &Arc<Shared>) -> Result<Registration, InstallError> {
+pub(crate) fn register(
+    target: Weak<dyn SignalTarget>,
+    config: &SignalConfig,
+) -> Result<Registration, InstallError> {
     let mut router = ROUTER.lock();
     if !router.installed {
         ctrlc::set_handler(on_signal).map_err(|e| match e {
@@ -63,30 +65,28 @@ pub(crate) fn register(shared: &Arc<Shared>) -> Result<Registration, InstallErro
         })?;
         router.installed = true;
     }
+    let _ = (config.honor_ignored, &config.set);
+    router.force_exit = config.force_exit;
+    router.code = config.forced_exit_code;
     let id = router.next_id;
     router.next_id += 1;
-    router.live.push((id, Arc::downgrade(shared)));
+    router.live.push((id, target));
     Ok(Registration { id })
 }
 
 fn on_signal() {
     let outcome = catch(|| {
-        // Upgrade under the lock, act outside it: triggering runs no user
-        // code, but exiting while holding the lock would be rude to any
-        // other thread's `Drop`.
-        let live: Vec<Arc<Shared>> = ROUTER
-            .lock()
-            .live
-            .iter()
-            .filter_map(|(_, w)| w.upgrade())
-            .collect();
-        if live.is_empty() {
-            force_exit("signal with no runtime running");
-        }
+        let (live, force, code) = {
+            let r = ROUTER.lock();
+            let live: Vec<_> = r.live.iter().filter_map(|(_, w)| w.upgrade()).collect();
+            (live, r.force_exit, r.code)
+        };
+        let mut began = false;
         for rt in live {
-            if !rt.on_signal() {
-                force_exit("second signal");
-            }
+            began |= rt.signal_trigger(Signal::Terminate);
+        }
+        if !began && force {
+            force_exit(code);
         }
     });
     if let Err(panic) = outcome {
@@ -98,7 +98,7 @@ fn on_signal() {
     clippy::disallowed_methods,
     reason = "the second signal ends the process: design invariant 5"
 )]
-fn force_exit(why: &str) -> ! {
-    eprintln!("winddown: {why}, exiting now");
-    std::process::exit(FORCED_EXIT_CODE)
+fn force_exit(code: i32) -> ! {
+    eprintln!("winddown: second signal, exiting now");
+    std::process::exit(code)
 }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use parking_lot::RwLock;
 
-use crate::token::{StopReason, StopSource};
+use crate::reason::StopReason;
+use crate::report::PoolId;
+use crate::token::StopSource;
 
 // ===== Queue =====
 
@@ -25,6 +27,8 @@ use crate::token::{StopReason, StopSource};
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
     pub(crate) name: Arc<str>,
+    /// The pool's process-unique id (`PoolId`).
+    pub(crate) pool_id: u64,
     /// `Some` while the pool accepts work. Written (taken) once, by `close`.
     /// Each job travels with its sequence number (see `submitted`).
     sender: RwLock<Option<Sender<Sequenced<T>>>>,
@@ -59,11 +63,13 @@ enum Refused<T> {
 impl<T> Queue<T> {
     pub(crate) fn new(
         name: Arc<str>,
+        pool_id: u64,
         sender: Sender<Sequenced<T>>,
         closed: StopSource,
     ) -> Queue<T> {
         Queue {
             name,
+            pool_id,
             sender: RwLock::new(Some(sender)),
             closed_rx: closed.token().receiver().clone(),
             closed,
@@ -284,7 +290,13 @@ impl<T> Submitter<T> {
         self.queue.is_closed()
     }
 
-    /// Returns the pool's name.
+    /// Returns the pool's typed id, for
+    /// [`Report::take_handed_back`](crate::Report::take_handed_back).
+    pub fn pool_id(&self) -> PoolId<T> {
+        PoolId::from_raw(self.queue.pool_id)
+    }
+
+    /// Returns the name of the pool this submitter feeds.
     pub fn pool_name(&self) -> &str {
         &self.queue.name
     }

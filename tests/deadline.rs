@@ -38,8 +38,8 @@ fn a_job_ignoring_every_token_is_named_as_stuck_and_abandoned() {
     submitter.feed([7, 8, 9]).unwrap();
     assert_eq!(started_rx.recv_timeout(HANG), Ok(7));
     let start = Instant::now();
-    runtime.request("stop");
-    let report = runtime.run();
+    runtime.handle().request("stop");
+    let mut report = runtime.run();
     let elapsed = start.elapsed();
     stuck.open(); // lets the detached thread end; it records nothing more
     assert!(elapsed >= grace + kill_grace, "returned early: {elapsed:?}");
@@ -54,12 +54,15 @@ fn a_job_ignoring_every_token_is_named_as_stuck_and_abandoned() {
     assert_eq!(s.job_key.as_deref(), Some("\"item-7\""));
     let in_job = s.in_job.expect("it was in a job");
     assert!(in_job >= grace + kill_grace, "in job for {in_job:?}");
-    let pool = &report.pools[0];
+    let pool = report.pools[0].clone();
     assert_eq!(pool.abandoned, 1);
     assert_eq!(pool.abandoned_keys, ["\"item-7\""]);
     // The queued jobs never started: handed back, in order, even under
     // Finish, because the deadline passed.
-    assert_eq!(report.take_handed_back::<u32>("stuckp"), Some(vec![8, 9]));
+    assert_eq!(
+        report.take_handed_back_named::<u32>("stuckp").ok(),
+        Some(vec![8, 9])
+    );
     assert_balanced(&report);
     assert_eq!(pool.succeeded, 0);
     let hard_at = report.timings.hard_stop.expect("the hard stop fired");
@@ -89,7 +92,7 @@ fn a_stuck_background_thread_is_named_and_the_run_still_returns() {
         })
         .unwrap();
     let start = Instant::now();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     stuck.open();
     assert!(start.elapsed() < 2 * grace + SLACK);
@@ -130,7 +133,7 @@ fn a_job_watching_the_hard_token_returns_at_the_deadline() {
         started_rx.recv_timeout(HANG).unwrap();
     }
     let start = Instant::now();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     let elapsed = start.elapsed();
     assert!(
@@ -146,7 +149,11 @@ fn a_job_watching_the_hard_token_returns_at_the_deadline() {
     assert!(drain >= grace, "drain latency {drain:?}");
     assert_eq!(report.pools[0].succeeded, 2);
     assert_balanced(&report);
-    assert_eq!(report.exit_code, 0, "nothing failed, nothing stuck");
+    assert_eq!(
+        report.exit_code, 1,
+        "nothing stuck, but the hard stop cut the jobs"
+    );
+    assert!(report.to_string().contains("hard stop at"), "{report}");
 }
 
 #[test]
@@ -164,7 +171,7 @@ fn a_background_thread_watching_the_hard_token_returns_at_the_deadline() {
             Ok(())
         })
         .unwrap();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     assert!(report.stuck.is_empty());
     assert!(report.timings.hard_stop.is_some());
@@ -194,14 +201,14 @@ fn zero_grace_fires_the_hard_token_at_once_and_hands_back_the_queue() {
     submitter.feed(0..5).unwrap();
     assert_eq!(started_rx.recv_timeout(HANG), Ok(0));
     let start = Instant::now();
-    runtime.request("now");
-    let report = runtime.run();
+    runtime.handle().request("now");
+    let mut report = runtime.run();
     assert!(start.elapsed() < SLACK, "took {:?}", start.elapsed());
     assert!(report.timings.hard_stop.is_some());
     assert!(report.stuck.is_empty(), "{report:#}");
     assert_eq!(report.pools[0].succeeded, 1);
     assert_eq!(
-        report.take_handed_back::<u32>("zero"),
+        report.take_handed_back_named::<u32>("zero").ok(),
         Some(vec![1, 2, 3, 4])
     );
     assert_balanced(&report);
@@ -229,7 +236,7 @@ fn zero_grace_and_zero_kill_grace_name_a_stuck_job_at_once() {
         .unwrap();
     submitter.submit(1).unwrap();
     started_rx.recv_timeout(HANG).unwrap();
-    runtime.request("now");
+    runtime.handle().request("now");
     let report = runtime.run();
     stuck.open();
     assert!(report.timings.total < SLACK);
@@ -263,7 +270,7 @@ fn a_huge_grace_does_not_overflow_and_a_clean_drain_is_not_held_up() {
         .unwrap();
     submitter.feed(0..10).unwrap();
     let start = Instant::now();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     assert!(start.elapsed() < SLACK);
     assert!(report.timings.hard_stop.is_none());
@@ -288,7 +295,7 @@ fn drain_latency_is_present_and_at_most_the_total() {
         })
         .unwrap();
     submitter.feed(0..100).unwrap();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     let t = report.timings;
     let drain = t.drain_latency.expect("every thread exited in time");
@@ -318,7 +325,7 @@ fn the_hard_stop_path_goes_through_every_phase_in_order() {
             Ok(())
         })
         .unwrap();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     assert!(report.timings.hard_stop.is_some());
     use winddown::Phase::*;

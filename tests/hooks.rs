@@ -184,7 +184,7 @@ fn release_hooks_run_after_a_timed_out_drain_too() {
     submitter.submit(1).unwrap();
     started_rx.recv_timeout(HANG).unwrap();
     let log = logged_release_hooks(&mut runtime, 2);
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     stuck.open();
     assert!(report.timings.hard_stop.is_some(), "{report:#}");
@@ -225,7 +225,7 @@ fn stop_accepting_hooks_run_at_the_stop_in_order_before_the_release_hooks() {
     });
     runtime.on_stop_accepting("fails", BUDGET, || Err(anyhow!("not ready")));
     assert!(log.lock().is_empty(), "no hook runs before the stop");
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     assert_eq!(
         *log.lock(),
@@ -272,7 +272,7 @@ fn a_stop_requested_during_releasing_changes_nothing() {
         assert_eq!(h.phase(), Phase::Releasing);
         Ok(())
     });
-    runtime.request("first");
+    runtime.handle().request("first");
     let report = runtime.run();
     assert_eq!(report.reason, StopReason::Requested("first".into()));
     assert_eq!(report.hooks.len(), 1);
@@ -304,7 +304,7 @@ fn a_panicking_phase_observer_is_ignored() {
         r.fetch_add(1, Ordering::SeqCst);
         Ok(())
     });
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     assert_eq!(report.exit_code, 0);

@@ -91,7 +91,7 @@ fn sixty_four_idle_workers_use_under_50_ms_of_cpu_in_2_s() {
     std::thread::sleep(IDLE); // the idle period being measured
     let used = process_cpu(ticks).saturating_sub(before);
     let wall = start.elapsed();
-    runtime.request("measured");
+    runtime.handle().request("measured");
     let report = runtime.run();
     assert_eq!(report.reason, StopReason::Requested("measured".into()));
     assert!(report.timings.total < HANG);

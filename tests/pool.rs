@@ -14,7 +14,7 @@ use anyhow::anyhow;
 use common_api::{assert_balanced, rt, Gate, HANG};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
-use winddown::{BuildError, DrainPolicy, Runtime, StopReason, Submitter};
+use winddown::{BuildError, DrainPolicy, Runtime, StopReason, Submitter, ThreadOutcome};
 
 /// A one-worker pool under `policy` whose jobs report their id when they
 /// start and then block on `gate`; keys are the ids.
@@ -38,7 +38,8 @@ fn gated_pool(
             gate.wait();
             Ok(())
         })
-        .unwrap();
+        .unwrap()
+        .into_submitter();
     (submitter, started_rx)
 }
 
@@ -238,9 +239,9 @@ fn hand_back_returns_queued_jobs_in_queue_order() {
     for n in W as u32..40 {
         submitter.submit(n).unwrap();
     }
-    runtime.request("checkpoint");
+    runtime.handle().request("checkpoint");
     gate.open();
-    let report = runtime.run();
+    let mut report = runtime.run();
     assert_balanced(&report);
     let pool = report.pool("hb").unwrap();
     assert_eq!(pool.succeeded, W as u64, "only the jobs in flight finish");
@@ -248,10 +249,22 @@ fn hand_back_returns_queued_jobs_in_queue_order() {
     let want: Vec<u32> = (W as u32..40).collect();
     let keys: Vec<String> = want.iter().map(u32::to_string).collect();
     assert_eq!(pool.handed_back_keys, keys);
-    assert_eq!(report.take_handed_back::<u64>("hb"), None, "wrong type");
-    assert_eq!(report.take_handed_back::<u32>("nope"), None, "no such pool");
-    assert_eq!(report.take_handed_back::<u32>("hb"), Some(want));
-    assert_eq!(report.take_handed_back::<u32>("hb"), None, "taken once");
+    assert_eq!(
+        report.take_handed_back_named::<u64>("hb").ok(),
+        None,
+        "wrong type"
+    );
+    assert_eq!(
+        report.take_handed_back_named::<u32>("nope").ok(),
+        None,
+        "no such pool"
+    );
+    assert_eq!(report.take_handed_back_named::<u32>("hb").ok(), Some(want));
+    assert_eq!(
+        report.take_handed_back_named::<u32>("hb").ok(),
+        None,
+        "taken once"
+    );
     assert_eq!(report.pool("hb").unwrap().handed_back, 37, "counts stay");
     assert_eq!(started.try_iter().count(), 0, "no queued job ran");
     assert_eq!(report.exit_code, 0);
@@ -264,7 +277,7 @@ fn finish_runs_everything_queued() {
     let (submitter, started) = gated_pool(&mut runtime, "fin", 1, DrainPolicy::Finish, &gate);
     submitter.feed(0..20).unwrap();
     assert_eq!(started.recv_timeout(HANG), Ok(0));
-    runtime.request("drain");
+    runtime.handle().request("drain");
     assert!(submitter.submit(99).is_err());
     gate.open();
     let report = runtime.run();
@@ -307,7 +320,7 @@ fn zero_workers_is_refused_with_zero_workers() {
 }
 
 #[test]
-fn bad_names_and_pools_after_the_stop_are_refused_with_typed_errors() {
+fn bad_names_are_refused_with_typed_errors_and_pools_after_the_stop_start_stopped() {
     let mut runtime = rt().build().unwrap();
     let ok = |_: u32, _: &winddown::Token| Ok(());
     runtime.pool::<u32>("dup").workers(1).start(ok).unwrap();
@@ -327,20 +340,31 @@ fn bad_names_and_pools_after_the_stop_are_refused_with_typed_errors() {
         runtime.pool::<u32>("nul\0").workers(1).start(ok),
         Err(BuildError::InvalidName(_))
     ));
-    runtime.request("stop");
-    let err = runtime
+    // A thread named like a pool's worker collides with it.
+    assert!(matches!(
+        runtime.spawn("dup-0", |_| Ok(())),
+        Err(BuildError::DuplicateName(_))
+    ));
+    // A stop during start-up is not an error: what starts after it starts
+    // stopped, and its submitters hand every job back.
+    runtime.handle().request("stop");
+    let late = runtime
         .pool::<u32>("late")
         .workers(1)
         .start(ok)
-        .unwrap_err();
-    assert!(matches!(err, BuildError::Stopping), "{err:?}");
-    assert_eq!(err.to_string(), "the runtime is already stopping");
-    assert!(matches!(
-        runtime.spawn("late-bg", |_| Ok(())),
-        Err(BuildError::Stopping)
-    ));
+        .expect("a pool started after the stop starts stopped");
+    assert_eq!(late.submit(7).unwrap_err().into_inner(), 7);
+    runtime
+        .spawn("late-bg", |token| {
+            assert!(token.is_stopping(), "born stopped");
+            Ok(())
+        })
+        .expect("a thread spawned after the stop starts with a stopped token");
+    drop(late);
     let report = runtime.run();
-    assert_eq!(report.pools.len(), 1);
+    assert_eq!(report.pools.len(), 2);
+    assert_eq!(report.pool("late").unwrap().submitted, 0);
+    assert_eq!(report.threads[0].outcome, ThreadOutcome::Returned);
 }
 
 #[test]
@@ -398,7 +422,7 @@ fn a_zero_capacity_hand_back_pool_stops_with_nothing_to_hand_back() {
     };
     submitter.submit(1).unwrap();
     assert_eq!(started_rx.recv_timeout(HANG), Ok(1));
-    runtime.request("stop");
+    runtime.handle().request("stop");
     gate.open();
     let report = runtime.run();
     assert_balanced(&report);
@@ -463,7 +487,7 @@ fn every_report_is_balanced_and_every_job_is_accounted_for_exactly_once() {
             .iter()
             .enumerate()
             .map(|(p, s)| {
-                let s = s.clone();
+                let s = s.submitter();
                 let base = p as u32 * 10_000;
                 thread::spawn(move || match s.feed(base..base + per) {
                     Ok(_) => Vec::new(),
@@ -479,13 +503,13 @@ fn every_report_is_balanced_and_every_job_is_accounted_for_exactly_once() {
                 break;
             }
         }
-        runtime.request("random moment");
-        let report = runtime.run();
+        runtime.handle().request("random moment");
+        let mut report = runtime.run();
         let refused: Vec<Vec<u32>> = producers.into_iter().map(|p| p.join().unwrap()).collect();
         let ctx = format!("seed {seed}, round {round}\n{report:#}");
         assert_balanced(&report);
         let ran = ledger.ran.lock().clone();
-        for (p, pool) in report.pools.iter().enumerate() {
+        for (p, pool) in report.pools.clone().iter().enumerate() {
             let base = p as u32 * 10_000;
             let mine = |n: &u32| (base..base + per).contains(n);
             let count = |o: &str| ran.iter().filter(|(n, k)| mine(n) && *k == o).count() as u64;
@@ -493,7 +517,10 @@ fn every_report_is_balanced_and_every_job_is_accounted_for_exactly_once() {
             assert_eq!(pool.failed, count("fail"), "{ctx}");
             assert_eq!(pool.panicked, count("panic"), "{ctx}");
             assert_eq!(pool.abandoned, 0, "{ctx}");
-            let handed_back = report.take_handed_back::<u32>(&pool.name).unwrap();
+            let handed_back = report
+                .take_handed_back_named::<u32>(&pool.name)
+                .ok()
+                .unwrap();
             let mut all: Vec<u32> = ran.iter().map(|(n, _)| *n).filter(mine).collect();
             all.extend(&handed_back);
             all.extend(&refused[p]);
@@ -524,11 +551,14 @@ fn a_hand_back_pool_whose_submitters_drop_runs_everything_and_completes() {
         .unwrap();
     submitter.feed(0..100).unwrap();
     drop(submitter);
-    let report = runtime.run();
+    let mut report = runtime.run();
     assert_eq!(report.reason, StopReason::Completed);
     let pool = &report.pools[0];
     assert_eq!((pool.succeeded, pool.handed_back), (100, 0));
-    assert_eq!(report.take_handed_back::<u32>("hb-complete"), Some(vec![]));
+    assert_eq!(
+        report.take_handed_back_named::<u32>("hb-complete").ok(),
+        Some(vec![])
+    );
 }
 
 /// Several workers each take a job just as the stop begins and hand it back
@@ -557,10 +587,10 @@ fn handed_back_jobs_stay_in_queue_order_when_workers_race_the_stop() {
         for _ in 0..(round % 50) {
             ran_rx.recv().unwrap();
         }
-        runtime.request("race");
-        let report = runtime.run();
+        runtime.handle().request("race");
+        let mut report = runtime.run();
         producer.join().unwrap();
-        let back = report.take_handed_back::<u32>("race").unwrap();
+        let back = report.take_handed_back_named::<u32>("race").ok().unwrap();
         let mut sorted = back.clone();
         sorted.sort_unstable();
         assert_eq!(back, sorted, "round {round}");

@@ -180,7 +180,7 @@ fn many_runtimes_one_after_another_leave_no_thread_behind() {
                 assert_eq!(report.pools[0].succeeded, 20);
             }
             1 => {
-                runtime.request("next");
+                runtime.handle().request("next");
                 assert_eq!(runtime.run().pools[0].succeeded, 20, "run {i}");
             }
             _ => drop(runtime),
@@ -205,8 +205,8 @@ fn two_runtimes_side_by_side_stop_independently() {
         .workers(1)
         .start(|_, _| Ok(()))
         .unwrap();
-    let (ta, tb) = (a.token(), b.token());
-    a.request("only a");
+    let (ta, tb) = (a.handle().token(), b.handle().token());
+    a.handle().request("only a");
     assert!(ta.is_stopping());
     assert!(!tb.is_stopping(), "stopping a must not stop b");
     assert!(sa.submit(1).is_err());
@@ -214,7 +214,7 @@ fn two_runtimes_side_by_side_stop_independently() {
     let ra = a.run();
     assert_eq!(ra.reason, StopReason::Requested("only a".into()));
     assert!(!tb.is_stopping());
-    assert_eq!(b.phase(), Phase::Running);
+    assert_eq!(b.handle().phase(), Phase::Running);
     sb.submit(2).unwrap();
     drop(sb);
     let rb = b.run();
@@ -251,7 +251,7 @@ fn runtimes_asking_for_signals_at_once_from_many_threads_all_build() {
         if i % 2 == 0 {
             drop(submitter);
         } else {
-            runtime.request("odd");
+            runtime.handle().request("odd");
         }
         let report = runtime.run();
         assert_eq!(report.pools[0].succeeded, 1);
@@ -290,7 +290,7 @@ fn child_sets_its_own_ctrlc_handler_then_builds_a_runtime() {
     }
     // Without signals the program can still have a runtime.
     let runtime = Runtime::builder().signals(false).build().unwrap();
-    runtime.request("done");
+    runtime.handle().request("done");
     assert_eq!(runtime.run().exit_code, 0);
     println!("child checks passed");
 }
@@ -336,7 +336,7 @@ fn background_threads_are_joined_in_the_drain_and_their_outcomes_recorded() {
             panic!("metrics exploded");
         })
         .unwrap();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     let outcome = |name: &str| {
         report
@@ -419,7 +419,7 @@ fn exit_codes_follow_the_table() {
     );
     // Requested, nothing failed: 0.
     let runtime = rt().build().unwrap();
-    runtime.request("bye");
+    runtime.handle().request("bye");
     assert_eq!(runtime.run().exit_code, 0);
     // A job failed, even on a clean request: 1.
     let mut runtime = rt().build().unwrap();
@@ -457,7 +457,7 @@ fn exit_codes_can_be_overridden() {
     codes.success = 7;
     codes.failure = 3;
     let runtime = rt().exit_codes(codes).build().unwrap();
-    runtime.request("bye");
+    runtime.handle().request("bye");
     let report = runtime.run();
     assert_eq!(report.exit_code, 7);
     assert_eq!(
@@ -519,7 +519,7 @@ fn the_report_display_mentions_the_key_facts() {
     }
     // Requested reasons carry their message.
     let runtime = rt().build().unwrap();
-    runtime.request("maintenance window");
+    runtime.handle().request("maintenance window");
     let report = runtime.run();
     assert!(report
         .to_string()

@@ -35,7 +35,8 @@ fn gated_pool(
             gate.wait();
             Ok(())
         })
-        .unwrap();
+        .unwrap()
+        .into_submitter();
     (submitter, started_rx)
 }
 
@@ -79,7 +80,7 @@ fn a_blocked_submit_gets_its_job_back_when_the_stop_begins() {
     submitter.submit(2).unwrap(); // fills the queue
     let blocked = submit_in_thread(&submitter, 3);
     assert_still_blocked(&blocked);
-    assert!(runtime.request("stop"));
+    assert!(runtime.handle().request("stop"));
     match blocked.recv_timeout(HANG).expect("the blocked submit hung") {
         Err(SubmitError(job)) => assert_eq!(job, 3),
         Ok(()) => panic!("job 3 was accepted after the stop"),
@@ -101,7 +102,7 @@ fn a_blocked_submit_to_a_zero_capacity_pool_gets_its_job_back_when_the_stop_begi
     assert_eq!(started.recv_timeout(HANG), Ok(1));
     let blocked = submit_in_thread(&submitter, 2);
     assert_still_blocked(&blocked);
-    runtime.request("stop");
+    runtime.handle().request("stop");
     assert_eq!(
         blocked
             .recv_timeout(HANG)
@@ -151,14 +152,14 @@ fn many_blocked_submits_all_get_their_jobs_back_and_no_job_is_lost() {
         for _ in 0..100 {
             ran.insert(ran_rx.recv_timeout(HANG).expect("jobs run"));
         }
-        runtime.request("midway");
+        runtime.handle().request("midway");
         let refused: Vec<u32> = producers
             .into_iter()
             .flat_map(|p| p.join().unwrap())
             .collect();
-        let report = runtime.run();
+        let mut report = runtime.run();
         ran.extend(ran_rx.try_iter());
-        let handed_back = report.take_handed_back::<u32>("many").unwrap();
+        let handed_back = report.take_handed_back_named::<u32>("many").ok().unwrap();
         assert_balanced(&report);
         let pool = &report.pools[0];
         assert_eq!(pool.succeeded, ran.len() as u64, "{policy:?}");
@@ -192,7 +193,7 @@ fn try_submit_reports_full_and_stopped_and_holds_the_job() {
     assert!(full.is_full() && !full.is_stopped(), "{full:?}");
     assert_eq!(full.to_string(), "submitting to a full pool");
     assert_eq!(full.into_inner(), 3);
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let stopped = submitter.try_submit(4).unwrap_err();
     assert!(stopped.is_stopped() && !stopped.is_full(), "{stopped:?}");
     assert_eq!(stopped.to_string(), "submitting to a stopped pool");
@@ -284,7 +285,7 @@ fn submit_timeout_returns_stopped_with_the_job_when_the_stop_begins_while_it_wai
     for w in &waiters {
         assert_still_blocked(w);
     }
-    runtime.request("stop");
+    runtime.handle().request("stop");
     for (i, w) in waiters.iter().enumerate() {
         let err = w.recv_timeout(HANG).expect("hung").unwrap_err();
         assert_eq!(err, SubmitTimeoutError::Stopped(10 + i as u32));
@@ -316,7 +317,7 @@ fn feed_returns_the_unsubmitted_rest_in_order() {
     for want in 0..=2 {
         assert_eq!(taken_rx.recv_timeout(HANG), Ok(want));
     }
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let err = feeder.join().unwrap().unwrap_err();
     assert_eq!(err.submitted, 2);
     assert_eq!(err.to_string(), "pool stopped after 2 submitted jobs");
@@ -359,7 +360,7 @@ fn submit_after_stop_returns_the_job() {
         .workers(1)
         .start(|_, _| Ok(()))
         .unwrap();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     assert!(submitter.is_closed());
     let job = Box::new("precious".to_owned());
     let err = submitter.submit(job).unwrap_err();
@@ -534,7 +535,7 @@ fn a_job_that_submits_to_its_own_full_pool_does_not_deadlock_the_stop() {
     }
     let last = last.expect("the job ran");
     let start = Instant::now();
-    runtime.request("stop");
+    runtime.handle().request("stop");
     let report = runtime.run();
     assert!(
         start.elapsed() < HANG,

@@ -444,7 +444,7 @@ fn concurrent_triggers_from_many_threads_leave_exactly_one_reason() {
 #[test]
 fn a_runtime_token_stops_with_the_request_and_its_children_follow() {
     let runtime = rt().build().unwrap();
-    let token = runtime.token();
+    let token = runtime.handle().token();
     let child = token.child();
     let handle = runtime.handle();
     let woke = waiter(&child.token(), |t| {
@@ -465,7 +465,10 @@ fn a_runtime_token_stops_with_the_request_and_its_children_follow() {
 
 #[test]
 fn stop_reasons_display_in_lower_case_words() {
-    assert_eq!(StopReason::Signal(winddown::Signal::Terminate).to_string(), "signal");
+    assert_eq!(
+        StopReason::Signal(winddown::Signal::Terminate).to_string(),
+        "signal"
+    );
     assert_eq!(req("deploy").to_string(), "requested: deploy");
     assert_eq!(StopReason::Completed.to_string(), "completed");
     let failed = StopReason::JobFailed {

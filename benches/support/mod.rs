@@ -316,7 +316,8 @@ impl WinddownArmed {
                 job();
                 Ok(())
             })
-            .expect("start the pool");
+            .expect("start the pool")
+            .into_submitter();
         let handle = rt.handle();
         let (tx, report) = bounded(1);
         // `run` must be driving the runtime when the trigger comes, as in a

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use super::ConnectionCounts;
+use crate::report::ConnectionCounts;
 
 /// What a handler thread says about how a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

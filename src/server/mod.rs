@@ -66,10 +66,13 @@ use self::conns::{Conns, End};
 use self::http::{ReadError, Reader, Shape, WriteError};
 pub use self::http::{Request, Response};
 use crate::error::BuildError;
-use crate::report::Report;
-use crate::runtime::{Component, Runtime};
+use crate::join::{Hold, ThreadView};
+use crate::reason::StopReason;
+use crate::report::{Report, ServerReport};
+use crate::runtime::Runtime;
 use crate::thread::catch;
-use crate::token::{StopReason, StopSource, Token};
+use crate::token::{StopSource, Token};
+use crate::unit::Unit;
 
 /// The default number of handler threads.
 const DEFAULT_WORKERS: usize = 32;
@@ -93,78 +96,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 type HandlerFn = dyn Fn(&Request, &Token) -> anyhow::Result<Response> + Send + Sync;
-
-// ===== Report =====
-
-/// How the connections of one server ended, in [`ServerReport`].
-///
-/// Every accepted connection is counted once in `closed`, `idle_closed`,
-/// `drained` or `forced` ([`is_balanced`](ConnectionCounts::is_balanced)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionCounts {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Responses written in full (requests served), over all connections.
-    pub served: u64,
-    /// Connections that ended before the stop reached them: the client
-    /// closed, a timeout, an error, a bad request.
-    pub closed: u64,
-    /// Connections closed by the stop while idle or before a full request
-    /// had arrived.
-    pub idle_closed: u64,
-    /// Connections whose last response was written in full, with
-    /// `Connection: close`, after the stop began.
-    pub drained: u64,
-    /// Connections still busy at the drain deadline, shut down by force
-    /// (their response cut, if it had begun).
-    pub forced: u64,
-}
-
-impl ConnectionCounts {
-    /// Returns `true` if every accepted connection is counted exactly once.
-    pub fn is_balanced(&self) -> bool {
-        self.accepted == self.closed + self.idle_closed + self.drained + self.forced
-    }
-}
-
-/// One server's entry in [`Report::servers`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerReport {
-    /// The server's name ([`ServerBuilder::name`]).
-    pub name: String,
-    /// The address it listened on.
-    pub addr: SocketAddr,
-    /// How its connections ended.
-    pub connections: ConnectionCounts,
-    /// Failed `accept` calls (e.g. too many open files), each followed by a
-    /// pause.
-    pub accept_errors: u64,
-    /// Requests whose handler returned `Err` (answered with 500).
-    pub handler_errors: u64,
-    /// Requests whose handler panicked (answered with 500).
-    pub handler_panics: u64,
-}
-
-impl fmt::Display for ServerReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.connections;
-        write!(
-            f,
-            "server {}: {} connections, {} served, {} idle closed, {} drained, {} forced",
-            self.name, c.accepted, c.served, c.idle_closed, c.drained, c.forced
-        )?;
-        if f.alternate() {
-            write!(
-                f,
-                " ({} closed before the stop; {} accept errors, {} handler errors, {} handler panics)",
-                c.closed, self.accept_errors, self.handler_errors, self.handler_panics
-            )?;
-        }
-        Ok(())
-    }
-}
 
 // ===== Builder =====
 
@@ -378,7 +309,7 @@ impl Server {
     ///
     /// [`BuildError::ZeroWorkers`] (named after the server),
     /// [`BuildError::InvalidName`], [`BuildError::DuplicateName`],
-    /// [`BuildError::Stopping`], [`BuildError::Spawn`]. Threads already
+    /// [`BuildError::Spawn`]. Threads already
     /// spawned then exit at once and the listener is closed.
     pub fn start<H>(self, rt: &mut Runtime, handler: H) -> Result<(), BuildError>
     where
@@ -400,7 +331,7 @@ impl Server {
         let shared = Arc::new(Shared {
             addr: local,
             handler: Box::new(handler),
-            token: rt.token(),
+            token: rt.handle().token(),
             closing_token: closing.token(),
             closing,
             conns: Conns::new(),
@@ -413,34 +344,43 @@ impl Server {
         let (tx, rx) = crossbeam_channel::unbounded::<Conn>();
         for i in 0..shared.config.workers {
             let (shared, rx) = (shared.clone(), rx.clone());
-            rt.spawn(format!("{name}-{i}"), move |_token| {
-                handler_loop(&shared, &rx);
-                Ok(())
-            })?;
+            rt.registry().spawn_background(
+                format!("{name}-{i}"),
+                Hold::Service,
+                move |_token| {
+                    handler_loop(&shared, &rx);
+                    Ok(())
+                },
+            )?;
         }
         drop(rx);
         let listener = Arc::new(socket);
         let (accepted_all, acceptor_done) = crossbeam_channel::bounded::<()>(0);
         {
             let (shared, listener) = (shared.clone(), listener.clone());
-            rt.spawn(format!("{name}-accept"), move |_token| {
-                accept_loop(&shared, &listener, &tx);
-                drop(listener); // the listener closes here (see "The stop")
-                shared.conns.close_idle();
-                drop(tx); // handler threads exit once the queue is empty
-                drop(accepted_all);
-                Ok(())
-            })?;
+            rt.registry().spawn_background(
+                format!("{name}-accept"),
+                Hold::Service,
+                move |_token| {
+                    accept_loop(&shared, &listener, &tx);
+                    drop(listener); // the listener closes here (see "The stop")
+                    shared.conns.close_idle();
+                    drop(tx); // handler threads exit once the queue is empty
+                    drop(accepted_all);
+                    Ok(())
+                },
+            )?;
         }
         let stopper = {
             // Weak: the acceptor's handle is the only strong one once `start`
             // returns, so the listener closes exactly when the acceptor drops
             // it, before it closes the idle connections.
             let (shared, listener) = (shared.clone(), Arc::downgrade(&listener));
-            rt.spawn(format!("{name}-stop"), move |_token| {
-                stop_loop(&shared, &listener, &acceptor_done);
-                Ok(())
-            })
+            rt.registry()
+                .spawn_background(format!("{name}-stop"), Hold::Service, move |_token| {
+                    stop_loop(&shared, &listener, &acceptor_done);
+                    Ok(())
+                })
         };
         if let Err(e) = stopper {
             shared
@@ -449,7 +389,7 @@ impl Server {
             let _ = listener.shutdown(Shutdown::Both);
             return Err(e);
         }
-        rt.add_component(shared);
+        rt.registry().add_unit(shared);
         Ok(())
     }
 }
@@ -522,13 +462,12 @@ impl Shared {
     }
 }
 
-impl Component for Shared {
-    fn stop_accepting(&self) {
-        // Nothing: the server's stop thread watches the token itself, so the
-        // pre-close delay never holds up the runtime's own stop.
-    }
-
-    fn finish(&self, report: &mut Report) {
+/// The server as a unit: its threads watch the token themselves (the stop
+/// thread runs the pre-close delay and closes the listener), so it has no
+/// trigger or stop-accepting step of its own, and the pre-close delay never
+/// holds up the runtime's stop; it writes its counts into the report.
+impl Unit for Shared {
+    fn report(&self, _threads: &dyn ThreadView, report: &mut Report) {
         report.servers.push(self.report());
     }
 }
