@@ -19,12 +19,14 @@
 //! start <id> <thread>   done <id>   fail <id>   panic <id>
 //! handback <id>         unsubmitted <id>        abandoned <id>
 //! hook <i> begin        hook <i> end
+//! checkpoint begin       checkpoint end        (with --after-run-ms)
 //! ```
 //!
 //! Stdout carries `ready` once the signal handler is installed and the
 //! workers run, `queue full` the first time the queue is full, `phase
 //! <name>` at each transition, and `stuck <id>` when an item of `--stuck` or
-//! `--coop-stuck` begins; the report goes to stderr
+//! `--coop-stuck` begins, `checkpoint begin`/`checkpoint end` around the
+//! work after `run` (`--after-run-ms`); the report goes to stderr
 //! (and as JSON to `--report`).
 
 use std::collections::HashSet;
@@ -40,7 +42,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
-use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Token, TrySubmitError};
+use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Signal, Token, TrySubmitError};
 
 /// A CPU-bound batch job with a graceful stop: Ctrl-C once drains, twice
 /// exits at once.
@@ -99,6 +101,23 @@ struct Args {
     /// A second signal does not end the process at once.
     #[arg(long)]
     no_force_exit: bool,
+    /// The exit code of a forced exit (the second signal).
+    #[arg(long, default_value_t = 3)]
+    forced_exit_code: i32,
+    /// The signals that stop the run, comma-separated (`INT,TERM,HUP,QUIT`;
+    /// default INT, TERM and HUP). A signal left out keeps its default
+    /// action.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_signal)]
+    signals: Vec<Signal>,
+    /// Hook a signal even if it was inherited as ignored (`nohup`,
+    /// `trap ''`); by default it stays ignored.
+    #[arg(long)]
+    no_honor_ignored: bool,
+    /// After `run` returns, spend this long "saving a checkpoint" (ledger and
+    /// stdout: `checkpoint begin`, `checkpoint end`), as a program's own
+    /// cleanup after the runtime is done.
+    #[arg(long, value_name = "MS")]
+    after_run_ms: Option<u64>,
     /// Append one line per event to this file.
     #[arg(long)]
     ledger: Option<PathBuf>,
@@ -270,10 +289,16 @@ fn main() -> anyhow::Result<ExitCode> {
     };
 
     let phase_bar = progress.clone();
-    let mut rt = Runtime::builder()
+    let mut builder = Runtime::builder();
+    if !args.signals.is_empty() {
+        builder = builder.handle_signals(args.signals.iter().copied());
+    }
+    let mut rt = builder
         .grace(Duration::from_millis(args.grace))
         .kill_grace(Duration::from_millis(args.kill_grace))
         .force_exit_on_second_signal(!args.no_force_exit)
+        .forced_exit_code(args.forced_exit_code)
+        .honor_ignored_signals(!args.no_honor_ignored)
         .on_phase(move |phase| {
             phase_bar.set_message(phase.name());
             say(format_args!("phase {phase}"));
@@ -299,7 +324,7 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     let job_ledger = ledger.clone();
     let job_bar = progress.clone();
-    let submitter = pool.start(move |item: Item, token: &Token| {
+    let pool = pool.start(move |item: Item, token: &Token| {
         let id = item.id;
         let thread = std::thread::current();
         job_ledger.log(format_args!("start {id} {}", thread.name().unwrap_or("?")));
@@ -328,6 +353,8 @@ fn main() -> anyhow::Result<ExitCode> {
         job_ledger.log(format_args!("done {id}"));
         Ok(())
     })?;
+    let pool_id = pool.id();
+    let submitter = pool.into_submitter();
 
     // The producer: submits every item, then drops its submitter, which
     // closes the pool; the run completes once the pool has drained. It says
@@ -391,10 +418,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let mut report = rt.run();
     progress.finish_and_clear();
 
-    let handed_back = report
-        .take_handed_back_named::<Item>("batch")
-        .ok()
-        .unwrap_or_default();
+    let handed_back = report.take_handed_back(pool_id);
     for item in &handed_back {
         ledger.log(format_args!("handback {}", item.id));
     }
@@ -409,7 +433,21 @@ fn main() -> anyhow::Result<ExitCode> {
     if !args.quiet {
         eprintln!("{report:#}");
     }
+    if let Some(ms) = args.after_run_ms {
+        // The program's own cleanup after the runtime is done: signals now
+        // follow the documented rule (a first one is nothing; a second one
+        // exits only with force-exit on).
+        say(format_args!("checkpoint begin"));
+        ledger.log(format_args!("checkpoint begin"));
+        std::thread::sleep(Duration::from_millis(ms));
+        ledger.log(format_args!("checkpoint end"));
+        say(format_args!("checkpoint end"));
+    }
     Ok(report.process_exit_code())
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    Signal::from_name(s).ok_or_else(|| format!("unknown signal {s:?} (INT, TERM, HUP or QUIT)"))
 }
 
 fn hook_status(outcome: &HookOutcome) -> &'static str {
@@ -445,7 +483,9 @@ fn write_json(path: &Path, report: &Report, handed_back: &[Item]) -> anyhow::Res
         .collect();
     let json = serde_json::json!({
         "reason": report.reason.to_string(),
+        "signal": report.reason.signal().map(|s| s.name()),
         "exit_code": report.exit_code,
+        "hard_stopped": report.hard_stopped(),
         "drain_latency_ms": report.timings.drain_latency.map(ms),
         "join_ms": ms(report.timings.join),
         "release_ms": ms(report.timings.release),

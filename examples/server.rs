@@ -26,11 +26,14 @@
 //! timed out), `hard_stop_ms`, `total_ms`, `connections` {`accepted`,
 //! `served`, `closed`, `idle_closed`, `drained`, `forced`}, `servers`,
 //! `pools`, `stuck` and `hooks` [{`name`, `outcome`: `ok` | `failed` |
-//! `panicked` | `timed_out`, `error`}].
+//! `panicked` | `timed_out`, `error`}], `signal` (`"SIGTERM"`, … or null),
+//! `hard_stopped` (the deadline fired the hard token) and
+//! `forced_connections`.
 //!
 //! Exit code: 130 after a signal and a clean drain; 1 if a connection was
-//! still busy at the drain deadline (`forced`), a thread was stuck or a hook
-//! failed; the server otherwise runs until it is stopped.
+//! still busy at the drain deadline (`forced`), the hard stop fired, a
+//! thread was stuck or a hook failed; 3 if a second signal ended the process
+//! at once; the server otherwise runs until it is stopped.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -219,7 +222,10 @@ fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
         .collect();
     let json = serde_json::json!({
         "reason": report.reason.to_string(),
+        "signal": report.reason.signal().map(|s| s.name()),
         "exit_code": report.exit_code,
+        "hard_stopped": report.hard_stopped(),
+        "forced_connections": report.forced_connections(),
         "drain_latency_ms": report.timings.drain_latency.map(ms),
         "hard_stop_ms": report.timings.hard_stop.map(ms),
         "total_ms": ms(report.timings.total),

@@ -40,23 +40,56 @@
 //!                                        └─(deadline)─► HardStop ─(kill grace)─┘
 //! ```
 //!
-//! * **Trigger.** A signal (SIGINT, SIGTERM, SIGHUP), [`Handle::request`], a
-//!   failed job in a [fail-fast](PoolBuilder::fail_fast) pool, dropping the
-//!   runtime, or completion: every pool closed (all [`Submitter`]s dropped)
-//!   and drained. The first trigger's [`StopReason`] wins.
+//! * **Trigger.** A signal (see [Signals](#signals)), [`Handle::request`],
+//!   a failed job in a [fail-fast](PoolBuilder::fail_fast) pool, dropping
+//!   the runtime, or completion (below). The first trigger's [`StopReason`]
+//!   wins.
 //! * **StopAccepting.** Every [`Token`] reports stopping, every queue
 //!   closes, blocked `submit`s return their jobs, stop-accepting hooks run.
 //! * **Draining.** Workers finish what they hold — and, under
 //!   [`DrainPolicy::Finish`], what is queued — and exit between jobs. The
 //!   runtime joins them on a channel with a deadline (`grace`).
-//! * **HardStop.** At the deadline the hard token fires; after the kill grace
-//!   the threads still running are named in the report and detached.
+//! * **HardStop.** At the deadline the hard token fires; at `grace + kill
+//!   grace` from the trigger the threads still running are named in the
+//!   report and detached.
 //! * **Releasing.** Release hooks run, last registered first, each bounded by
 //!   its budget, each exactly once.
 //! * **Done.** [`Runtime::run`] returns the [`Report`].
 //!
-//! A second signal while a stop is under way ends the process at once with
-//! exit code 130, unless [turned off](Builder::force_exit_on_second_signal).
+//! **Completion.** The run ends by itself ([`StopReason::Completed`]) when
+//! every thread that holds it open has exited: a pool's workers hold it (a
+//! pool is done once all its [`Submitter`]s are dropped and its queue has
+//! drained), and so do services ([`Runtime::spawn_service`], the
+//! [`Server`]'s threads), which run until a stop — so a warm-up pool that
+//! drains does not end a program that also serves. Helpers
+//! ([`Runtime::spawn`]) never hold the run open; a runtime with nothing but
+//! helpers completes when they have all returned.
+//!
+//! **A stop during start-up** is not an error: a pool, thread or server
+//! added after the trigger starts stopped (its workers exit at once, its
+//! submits hand the job back), and `run` goes straight to the stop.
+//!
+//! # Signals
+//!
+//! A runtime built with signals on (the default) stops on SIGINT, SIGTERM and
+//! SIGHUP ([`Builder::handle_signals`] chooses the set; on Windows, Ctrl-C).
+//! Signals are counted per process, from the last runtime built:
+//!
+//! | case | outcome | exit code |
+//! | --- | --- | --- |
+//! | first signal while `Running` (also during start-up) | graceful stop, reason [`StopReason::Signal`] with the signal | 130, or 1 if something failed |
+//! | first signal while a stop begun by code, completion or fail-fast runs (StopAccepting, Draining, HardStop, Releasing) | nothing: the stop goes on, hooks run | the report's (0 or 1) |
+//! | second distinct signal, any phase, force-exit on (default) | the process ends at once, `winddown: second signal (…), exiting now` on stderr, no report | [`ExitCodes::forced`], 3 |
+//! | second distinct signal, [force-exit off](Builder::force_exit_on_second_signal) | nothing | the report's |
+//! | the same signal again within 100 ms (coreutils `timeout`, an init system or a shell signalling the child and its process group) | one delivery: ignored | — |
+//! | a signal after `run` returned | counted by the same rule: a first is nothing, a second exits only with force-exit on | 3, or the program's |
+//! | a signal inherited as ignored (`nohup` → SIGHUP, `trap '' INT`) | stays ignored, unless [`Builder::honor_ignored_signals`]`(false)` | — |
+//! | a signal not in the runtime's set | its disposition is untouched (default action), unless an earlier runtime in the process hooked it (then it is swallowed) | — |
+//! | several runtimes in one process | a signal stops every running one; it counts as a second signal only if it began no stop | as above |
+//!
+//! The count restarts when a runtime is built, and that runtime's force-exit
+//! choice holds until the next one is built. A stop begun by code never
+//! counts as a signal. No runtime ever built: nothing is installed.
 //!
 //! # Exit codes
 //!
@@ -67,9 +100,11 @@
 //! | --- | --- |
 //! | completed or requested, nothing failed | 0 |
 //! | stopped by a signal, drained cleanly | 130 |
-//! | a job failed or panicked, a hook failed or timed out, a background thread failed, or a thread was stuck | 1 |
+//! | a job failed or panicked, a hook failed or timed out, a background thread failed, a thread was stuck, the hard stop fired (work was cut at the deadline), or a server connection was forced | 1 |
+//! | the second signal ended the process at once | 3 |
 //!
-//! Override them with [`Builder::exit_codes`].
+//! Override them with [`Builder::exit_codes`] (and
+//! [`Builder::forced_exit_code`]).
 //!
 //! # Guarantees
 //!
@@ -130,13 +165,23 @@
 //! * A thread stuck in a blocking call that ignores tokens cannot be stopped:
 //!   it is named in [`Report::stuck`] and detached, and the process exits
 //!   around it.
-//! * The process has one `ctrlc` handler; a program that sets its own gets
-//!   [`InstallError::HandlerTaken`] when a runtime asks for signals.
+//! * A signal hooked for one runtime stays hooked for the life of the
+//!   process (the old disposition cannot be restored without `unsafe`).
 //!
 //! # Unsafe
 //!
 //! This crate has `#![forbid(unsafe_code)]`: the unsafe parts live in
 //! crossbeam-channel, parking_lot and ctrlc, behind their safe APIs.
+//!
+//! # Architecture
+//!
+//! The modules form layers with no import cycle; `docs/architecture.md`
+//! draws them:
+//!
+//! ```text
+//! runtime → pool → registry → shared → unit, join, submit → slot, token, phase, report, reason
+//!        ↘ signal, hooks                                      (server sits on top of runtime)
+//! ```
 //!
 //! # Foreign types in the API
 //!
