@@ -58,22 +58,26 @@
 //!
 //! # Deadlock safety
 //!
-//! Lock order: **parent before child**. A thread that already holds node
-//! locks only ever *blocks* on the lock of a child of a node it holds (or of
-//! a child of that child, when a node hands its children on). Going the other
-//! way, from a node to its parent, is done with `try_lock`; when that fails,
-//! the thread releases the node, locks the parent, relocks the node and checks
-//! that the parent has not changed (retrying if it has).
+//! Lock order: **parent before child**, and more precisely **older before
+//! younger**. A thread holding node locks blocks only on the lock of a child
+//! of the last node it locked: `propagate` and `child` lock a parent, then a
+//! child; `detach` locks the parent, the node, then the node's children one
+//! at a time. Going the other way, from a node to its parent, is done with
+//! `try_lock`; when that fails, `detach` releases the node, locks the parent,
+//! relocks the node and checks that the parent has not changed (retrying if
+//! it has: the node was moved up or cut off meanwhile).
 //!
-//! Why that cannot deadlock: a node only ever gets a parent that was created
-//! before it (a child is made under an existing node; a node handed on moves
-//! up to its grandparent, which is older still). So every blocking lock is on
-//! a node younger than every lock the thread holds, which is a global order
-//! (creation order); a cycle of waiting threads would need some thread to
-//! wait for an older node while holding a younger one. The `try_lock` never
-//! waits. Sibling locks are never held together; the index a node keeps for
-//! its place in the parent's list is an atomic guarded by the parent's lock,
-//! so moving a sibling within that list needs no lock on the sibling.
+//! Why that cannot deadlock: a node only ever gets a parent created before
+//! it (a child is made under an existing node; a node handed on moves up to
+//! its grandparent, which is older still). So every blocking lock is on a
+//! node younger than every lock the thread already holds — including the
+//! relock in `detach`'s retry, as the parent it holds was the node's parent
+//! and so is older. Creation order is a global order, so there is no cycle
+//! of threads each waiting for a lock another holds; `try_lock` never waits.
+//! Two siblings are never locked together: the index a node keeps for its
+//! place in the parent's list is an atomic guarded by the parent's lock, so
+//! moving a sibling within that list needs no lock on the sibling. No lock
+//! is held while user code runs or while a waiter is woken.
 //!
 //! # Wake-ups
 //!
