@@ -147,7 +147,9 @@ impl Switch {
 /// What a node's lock guards. The truth about the switches, under the lock,
 /// is `reason.is_some()` (graceful) and `hard_tx.is_none()` (hard); the
 /// atomic flags mirror it for lock-free readers.
-#[derive(Debug)]
+///
+/// Neither this nor `Node` derives `Debug`: through the parent and child
+/// links it would print the whole tree.
 struct NodeState {
     reason: Option<(StopReason, Instant)>,
     /// Dropped when graceful flips.
@@ -167,7 +169,6 @@ impl NodeState {
     }
 }
 
-#[derive(Debug)]
 struct Node {
     graceful: Switch,
     hard: Switch,
