@@ -9,23 +9,75 @@
 //!   set by [`StopSource::stop_hard`] (the runtime does it at the deadline) or
 //!   by the parent. Setting hard also sets graceful.
 //!
+//! # The tree
+//!
+//! There is one tree, and its child lists serve both switches. Links are
+//! strong both ways: a node holds an `Arc` to each child and each child
+//! holds an `Arc` to its parent. Every [`StopSource`] and every [`Token`] is
+//! a *handle* of its node, counted in the node (`Clone` adds one, `Drop`
+//! removes one). When the last handle of a node goes, nobody can observe the
+//! node any more, so it leaves the tree: it takes itself out of its parent's
+//! list and hands its children to that parent (or makes them roots when it
+//! has none). Ancestry between the nodes that still have handles is thereby
+//! kept: a grandchild whose parent's handles are all gone hangs directly
+//! under its grandparent, so a stop of the grandparent still reaches it.
+//!
+//! A detached node owns no other node, so the `Arc`s never nest deeper than
+//! one level when they are dropped, and a chain of any depth drops without
+//! recursion. Propagating a stop walks the subtree with an explicit worklist,
+//! so its stack use does not depend on the depth either.
+//!
 //! # Invariants
 //!
 //! 1. Each switch goes from off to on at most once and never back.
 //! 2. The first reason wins: it is stored under the node's lock by the call
 //!    that flips graceful, before the flag is published, and never replaced.
-//! 3. Stopping a node stops all its live children, with the parent's reason;
-//!    it never touches the parent.
+//! 3. Stopping a node stops all its descendants with the node's reason and
+//!    time (a descendant already stopped keeps its own); it never touches the
+//!    parent. A hard stop likewise makes every descendant hard.
 //! 4. A child created under a stopped parent is born stopped (and born hard if
 //!    the parent is hard), because creation and stopping both take the
 //!    parent's lock.
+//! 5. `child.parent == Some(p)` exactly when `child` is in `p`'s list, at
+//!    index `child.parent_idx`; both sides change only with both locks held.
+//! 6. A hard-stopped node has an empty list and takes no new children: its
+//!    children are hard forever, so there is nothing left to propagate.
+//! 7. *Catch-up:* whenever a child is less stopped than its parent (parent
+//!    stopped and child not, or parent hard and child not), some thread holds
+//!    the parent on its worklist and will bring the child up to date. The
+//!    call that flips a node puts it on its own worklist; a node leaving the
+//!    tree brings the children it hands on up to its own state and to the
+//!    new parent's before it lets go of them, and propagates from them.
+//! 8. A node whose handle count is zero has no parent and no children, or
+//!    is being detached by the thread that dropped its last handle.
 //!
-//! # Lock order
+//! A `stop` returns once this call's worklist is empty. A subtree that
+//! another thread is handing on at that moment (its node's last handle is
+//! being dropped) is brought up to date by that thread before its `drop`
+//! returns, not necessarily before `stop` returns.
 //!
-//! Only one node lock is ever held at a time: `stop` takes the children out of
-//! the node under its lock, releases it, and only then stops the children.
-//! Child creation holds the parent's lock while it builds a fresh node nobody
-//! else can see yet.
+//! # Deadlock safety
+//!
+//! Lock order: **parent before child**, and more precisely **older before
+//! younger**. A thread holding node locks blocks only on the lock of a child
+//! of the last node it locked: `propagate` and `child` lock a parent, then a
+//! child; `detach` locks the parent, the node, then the node's children one
+//! at a time. Going the other way, from a node to its parent, is done with
+//! `try_lock`; when that fails, `detach` releases the node, locks the parent,
+//! relocks the node and checks that the parent has not changed (retrying if
+//! it has: the node was moved up or cut off meanwhile).
+//!
+//! Why that cannot deadlock: a node only ever gets a parent created before
+//! it (a child is made under an existing node; a node handed on moves up to
+//! its grandparent, which is older still). So every blocking lock is on a
+//! node younger than every lock the thread already holds — including the
+//! relock in `detach`'s retry, as the parent it holds was the node's parent
+//! and so is older. Creation order is a global order, so there is no cycle
+//! of threads each waiting for a lock another holds; `try_lock` never waits.
+//! Two siblings are never locked together: the index a node keeps for its
+//! place in the parent's list is an atomic guarded by the parent's lock, so
+//! moving a sibling within that list needs no lock on the sibling. No lock
+//! is held while user code runs or while a waiter is woken.
 //!
 //! # Wake-ups
 //!
@@ -33,15 +85,17 @@
 //! nothing is ever sent; flipping the switch drops that sender. A disconnected
 //! channel stays disconnected, so a waiter that blocks in `recv` after the
 //! switch flipped returns at once and one that blocked before is woken by the
-//! disconnect: no wake-up can be lost and nothing polls.
+//! disconnect: no wake-up can be lost and nothing polls. The senders are
+//! dropped after the node locks are released, so a woken waiter that asks
+//! for the reason does not queue on a lock held by the stopper.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use crate::reason::StopReason;
 
@@ -50,10 +104,11 @@ pub(crate) use crate::reason::StopReason;
 /// One switch: a flag for the fast check and a channel for blocking waits.
 #[derive(Debug)]
 struct Switch {
-    /// Written once, by `Node::stop`/`Node::stop_hard` with `Release` after
-    /// the reason was stored under the lock; read by `is_on` with `Acquire`,
-    /// which pairs with that store, so a reader that sees `true` and then
-    /// takes the lock finds the reason.
+    /// Written once, under the node's lock, with `Release` after the reason
+    /// was stored; read by `is_on` with `Acquire`, which pairs with that
+    /// store, so a reader that sees `true` and then takes the lock finds the
+    /// reason. The graceful flag is stored before the hard one, so a reader
+    /// that sees hard on also sees graceful on.
     on: AtomicBool,
     /// Disconnects when the switch flips (its sender lives in `NodeState`).
     rx: Receiver<()>,
@@ -89,76 +144,120 @@ impl Switch {
     }
 }
 
-#[derive(Debug, Default)]
+/// What a node's lock guards. The truth about the switches, under the lock,
+/// is `reason.is_some()` (graceful) and `hard_tx.is_none()` (hard); the
+/// atomic flags mirror it for lock-free readers.
+///
+/// Neither this nor `Node` derives `Debug`: through the parent and child
+/// links it would print the whole tree.
 struct NodeState {
     reason: Option<(StopReason, Instant)>,
     /// Dropped when graceful flips.
     tx: Option<Sender<()>>,
     /// Dropped when hard flips.
     hard_tx: Option<Sender<()>>,
-    /// Live children; dead ones are pruned when the list grows.
-    children: Vec<Weak<Node>>,
+    /// `None` for a root, and for a node that left the tree or was cut off
+    /// by its parent's hard stop (invariants 5 and 6).
+    parent: Option<Arc<Node>>,
+    /// Children that still have handles, or are being detached right now.
+    children: Vec<Arc<Node>>,
 }
 
-#[derive(Debug)]
+impl NodeState {
+    fn is_hard(&self) -> bool {
+        self.hard_tx.is_none()
+    }
+}
+
 struct Node {
     graceful: Switch,
     hard: Switch,
+    /// Live `StopSource`s and `Token`s of this node.
+    handles: AtomicUsize,
+    /// Where this node sits in its parent's `children`. Read and written only
+    /// with the parent's lock held (invariant 5), which orders every access,
+    /// so `Relaxed` suffices; it is atomic only so that the parent can fix
+    /// it without taking this node's lock.
+    parent_idx: AtomicUsize,
     state: Mutex<NodeState>,
 }
 
+/// Senders whose drop wakes waiters; dropped once no lock is held.
+type Wakers = Vec<Sender<()>>;
+
 impl Node {
-    fn new() -> Arc<Node> {
+    /// A fresh node with one handle (the caller's).
+    fn new(parent: Option<Arc<Node>>) -> Arc<Node> {
         let (graceful, tx) = Switch::new();
         let (hard, hard_tx) = Switch::new();
         Arc::new(Node {
             graceful,
             hard,
+            handles: AtomicUsize::new(1),
+            parent_idx: AtomicUsize::new(0),
             state: Mutex::new(NodeState {
                 reason: None,
                 tx: Some(tx),
                 hard_tx: Some(hard_tx),
+                parent,
                 children: Vec::new(),
             }),
         })
     }
 
-    /// Flips graceful with `reason` unless it is already on. Returns whether
-    /// this call flipped it (invariant 2: first reason wins).
-    fn stop(&self, reason: StopReason, at: Instant) -> bool {
-        let (tx, children, reason) = {
-            let mut st = self.state.lock();
-            if st.reason.is_some() {
-                return false;
-            }
-            st.reason = Some((reason.clone(), at));
+    /// Flips this node's switches, with `st` its locked state: graceful with
+    /// `reason` if `reason` is given and graceful is off, then hard if `hard`
+    /// and hard is off. Returns which of the two this call flipped.
+    ///
+    /// Hard needs a reason to be on already, so a caller asking for hard
+    /// passes one (the first reason still wins).
+    fn flip(
+        &self,
+        st: &mut NodeState,
+        reason: Option<&(StopReason, Instant)>,
+        hard: bool,
+        wakers: &mut Wakers,
+    ) -> (bool, bool) {
+        let mut flipped = (false, false);
+        if let (None, Some(r)) = (&st.reason, reason) {
+            st.reason = Some(r.clone());
             // Release: publishes the reason stored just above.
             self.graceful.on.store(true, Ordering::Release);
-            (st.tx.take(), std::mem::take(&mut st.children), reason)
-        };
-        drop(tx); // wakes every waiter and every select! on the receiver
-        for child in children.iter().filter_map(Weak::upgrade) {
-            child.stop(reason.clone(), at);
+            wakers.extend(st.tx.take());
+            flipped.0 = true;
         }
-        true
+        if hard && !st.is_hard() {
+            debug_assert!(st.reason.is_some(), "hard implies graceful");
+            // Release: publishes the reason and the graceful flag, both
+            // written before (invariant: hard implies graceful).
+            self.hard.on.store(true, Ordering::Release);
+            wakers.extend(st.hard_tx.take());
+            flipped.1 = true;
+        }
+        flipped
     }
 
-    /// Flips hard (and graceful, with `reason`, if it was still off).
-    /// Returns whether this call flipped hard.
-    fn stop_hard(&self, reason: StopReason, at: Instant) -> bool {
-        self.stop(reason, at);
-        let tx = {
+    /// Brings `child` (locked as `cst`) up to the stop state of a node whose
+    /// locked state is `from`. Returns whether anything flipped.
+    fn catch_up(child: &Node, cst: &mut NodeState, from: &NodeState, wakers: &mut Wakers) -> bool {
+        let (g, h) = child.flip(cst, from.reason.as_ref(), from.is_hard(), wakers);
+        g || h
+    }
+
+    /// Stops this node (and hard-stops it if `hard`), then every descendant.
+    /// Returns which switches this call flipped on this node.
+    fn stop(self: &Arc<Node>, reason: StopReason, hard: bool) -> (bool, bool) {
+        let mut wakers = Wakers::new();
+        let flipped = {
             let mut st = self.state.lock();
-            // Relaxed is enough: `hard.on` is only written under this lock.
-            if self.hard.on.load(Ordering::Relaxed) {
-                return false;
-            }
-            // Release: pairs with the Acquire in `Switch::is_on`.
-            self.hard.on.store(true, Ordering::Release);
-            st.hard_tx.take()
+            let reason = (reason, Instant::now());
+            self.flip(&mut st, Some(&reason), hard, &mut wakers)
         };
-        drop(tx);
-        true
+        drop(wakers);
+        if flipped.0 || flipped.1 {
+            propagate(vec![self.clone()]);
+        }
+        flipped
     }
 
     fn reason(&self) -> Option<StopReason> {
@@ -167,6 +266,136 @@ impl Node {
 
     fn stopped_at(&self) -> Option<Instant> {
         self.state.lock().reason.as_ref().map(|(_, at)| *at)
+    }
+
+    /// Adds a handle. Only called through an existing handle, so the count
+    /// is already at least one and cannot be racing towards zero: `Relaxed`
+    /// is enough (as for `Arc::clone`).
+    fn acquire(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops a handle; the last one detaches the node (invariant 8).
+    fn release(self: &Arc<Node>) {
+        // Release here and the Acquire fence below (the `Arc` pattern): what
+        // the other handles did happens before the detach. The locks taken by
+        // `detach` would order it anyway; this keeps the argument local.
+        if self.handles.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        self.detach();
+    }
+
+    /// Takes this handle-less node out of the tree: out of its parent's list,
+    /// its children handed to the parent (or made roots), each brought up to
+    /// date first (invariant 7).
+    fn detach(self: &Arc<Node>) {
+        let mut wakers = Wakers::new();
+        let mut moved = Vec::new();
+        loop {
+            let mut st = self.state.lock();
+            let Some(parent) = st.parent.clone() else {
+                hand_on(&mut st, None, &mut moved, &mut wakers);
+                break;
+            };
+            // Parent before child: we hold the child, so only try the parent.
+            let mut pst = match parent.state.try_lock() {
+                Some(pst) => pst,
+                None => {
+                    drop(st);
+                    let pst = parent.state.lock();
+                    st = self.state.lock();
+                    let same = st.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent));
+                    if !same {
+                        // Moved up or cut off meanwhile; look again.
+                        continue;
+                    }
+                    pst
+                }
+            };
+            // Out of the parent's list (invariant 5).
+            let idx = self.parent_idx.load(Ordering::Relaxed);
+            debug_assert!(Arc::ptr_eq(&pst.children[idx], self));
+            pst.children.swap_remove(idx);
+            if let Some(other) = pst.children.get(idx) {
+                other.parent_idx.store(idx, Ordering::Relaxed);
+            }
+            st.parent = None;
+            hand_on(&mut st, Some((&parent, &mut pst)), &mut moved, &mut wakers);
+            break;
+        }
+        drop(wakers);
+        propagate(moved);
+    }
+}
+
+/// Hands every child of a detaching node (`st`) to `parent` (its locked
+/// state beside it), or makes them roots when there is none or the parent is
+/// hard (invariant 6). Each child is first brought up to the node's state and
+/// the parent's, so a stop in progress above cannot miss it; children that
+/// changed are pushed on `moved` for propagation.
+fn hand_on(
+    st: &mut NodeState,
+    mut parent: Option<(&Arc<Node>, &mut MutexGuard<'_, NodeState>)>,
+    moved: &mut Vec<Arc<Node>>,
+    wakers: &mut Wakers,
+) {
+    for child in std::mem::take(&mut st.children) {
+        // Parent, node, then the node's child: parent before child.
+        let mut cst = child.state.lock();
+        let mut changed = Node::catch_up(&child, &mut cst, st, wakers);
+        cst.parent = None;
+        if let Some((p, pst)) = parent.as_mut() {
+            changed |= Node::catch_up(&child, &mut cst, pst, wakers);
+            if !pst.is_hard() {
+                child
+                    .parent_idx
+                    .store(pst.children.len(), Ordering::Relaxed);
+                pst.children.push(child.clone());
+                cst.parent = Some(Arc::clone(p));
+            }
+        }
+        drop(cst);
+        if changed {
+            moved.push(child);
+        }
+    }
+}
+
+/// Brings every descendant of the nodes on `work` up to date, one node at a
+/// time, without recursion (invariant 7). A hard node's list is emptied and
+/// its children cut off (invariant 6).
+fn propagate(mut work: Vec<Arc<Node>>) {
+    let mut wakers = Wakers::new();
+    while let Some(node) = work.pop() {
+        let mut st = node.state.lock();
+        if st.reason.is_none() {
+            continue;
+        }
+        let hard = st.is_hard();
+        let children = if hard {
+            std::mem::take(&mut st.children)
+        } else {
+            Vec::new()
+        };
+        let list = if hard { &children } else { &st.children };
+        for child in list {
+            // Node before child: parent before child.
+            let mut cst = child.state.lock();
+            if Node::catch_up(child, &mut cst, &st, &mut wakers) {
+                work.push(child.clone());
+            }
+            if hard {
+                cst.parent = None;
+            }
+        }
+        drop(st);
+        // Wake this node's children now rather than at the end of the walk.
+        wakers.clear();
+        // `children` (the cut-off list) drops here: a child without handles
+        // is kept alive by the thread detaching it, so nothing is freed that
+        // still owns nodes.
     }
 }
 
@@ -191,40 +420,9 @@ impl Node {
 /// assert!(token.is_stopping());
 /// assert_eq!(token.reason(), Some(StopReason::Requested("done".into())));
 /// ```
-#[derive(Clone)]
 pub struct StopSource {
+    /// One handle of the node (see the module docs).
     node: Arc<Node>,
-    /// Hard-stop children too: `stop_hard` must reach every descendant, but
-    /// `Node::stop` empties the child list. So the source keeps a second,
-    /// hard-only list.
-    tree: Arc<HardTree>,
-}
-
-/// Descendants to hard-stop, kept apart from the graceful child list because
-/// a graceful stop consumes that list.
-#[derive(Debug, Default)]
-struct HardTree {
-    children: Mutex<Vec<(Weak<Node>, Weak<HardTree>)>>,
-}
-
-impl HardTree {
-    fn stop_hard(&self, node: &Node, reason: StopReason, at: Instant) {
-        if !node.stop_hard(reason.clone(), at) {
-            return;
-        }
-        // The node's own reason, not the argument: if the graceful stop won
-        // with another reason, the children must get that one (invariant 2),
-        // even when the graceful stop has not reached them yet.
-        let reason = node.reason().unwrap_or(reason);
-        let children = std::mem::take(&mut *self.children.lock());
-        for (n, t) in children {
-            if let (Some(n), Some(t)) = (n.upgrade(), t.upgrade()) {
-                // A child of a stopped node keeps the parent's reason.
-                let r = n.reason().unwrap_or_else(|| reason.clone());
-                t.stop_hard(&n, r, at);
-            }
-        }
-    }
 }
 
 impl Default for StopSource {
@@ -237,16 +435,15 @@ impl StopSource {
     /// Creates a new root source that is not stopped.
     pub fn new() -> StopSource {
         StopSource {
-            node: Node::new(),
-            tree: Arc::new(HardTree::default()),
+            node: Node::new(None),
         }
     }
 
     /// Returns a token that watches this source.
     pub fn token(&self) -> Token {
+        self.node.acquire();
         Token {
             node: self.node.clone(),
-            tree: self.tree.clone(),
         }
     }
 
@@ -254,21 +451,34 @@ impl StopSource {
     /// too. Returns `true` if this call stopped it, `false` if it was already
     /// stopped (the first reason is kept).
     pub fn stop(&self, reason: StopReason) -> bool {
-        self.node.stop(reason, Instant::now())
+        self.node.stop(reason, false).0
     }
 
     /// Fires the hard stop (and the graceful one first, with `reason`, if it
     /// had not begun), for this source and every descendant. Returns `true`
     /// if this call fired it.
     pub fn stop_hard(&self, reason: StopReason) -> bool {
-        let before = self.node.hard.is_on();
-        self.tree.stop_hard(&self.node, reason, Instant::now());
-        !before && self.node.hard.is_on()
+        self.node.stop(reason, true).1
     }
 
     /// Returns `true` once the graceful stop has begun.
     pub fn is_stopping(&self) -> bool {
         self.node.graceful.is_on()
+    }
+}
+
+impl Clone for StopSource {
+    fn clone(&self) -> Self {
+        self.node.acquire();
+        StopSource {
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl Drop for StopSource {
+    fn drop(&mut self) {
+        self.node.release();
     }
 }
 
@@ -318,10 +528,9 @@ impl fmt::Debug for StopSource {
 /// source.stop(StopReason::Requested("test".into()));
 /// let _ticks = worker.join().unwrap();
 /// ```
-#[derive(Clone)]
 pub struct Token {
+    /// One handle of the node (see the module docs).
     node: Arc<Node>,
-    tree: Arc<HardTree>,
 }
 
 impl Token {
@@ -375,6 +584,25 @@ impl Token {
             .wait_deadline(Instant::now().checked_add(timeout))
     }
 
+    /// Blocks until the hard stop fires or `deadline` is reached. Returns
+    /// `true` if the hard stop has fired; a graceful stop alone does not end
+    /// the wait. A deadline already past only checks.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use winddown::{StopReason, StopSource};
+    ///
+    /// let source = StopSource::new();
+    /// let token = source.token();
+    /// source.stop(StopReason::Requested("graceful".into()));
+    /// assert!(!token.wait_hard_deadline(Instant::now() + Duration::from_millis(1)));
+    /// source.stop_hard(StopReason::Requested("deadline".into()));
+    /// assert!(token.wait_hard_deadline(Instant::now()));
+    /// ```
+    pub fn wait_hard_deadline(&self, deadline: Instant) -> bool {
+        self.node.hard.wait_deadline(Some(deadline))
+    }
+
     /// Returns a receiver that becomes ready when stopping begins: a `recv`
     /// on it returns `Err(RecvError)` from then on. Nothing is ever sent on
     /// it, so it composes with [`crossbeam_channel::select!`]:
@@ -417,54 +645,45 @@ impl Token {
     /// assert!(!root.token().is_stopping());
     /// ```
     pub fn child(&self) -> StopSource {
-        let child = StopSource::new();
-        let mut st = self.node.state.lock();
-        match &st.reason {
-            // Invariant 4: born stopped, with the parent's reason and time.
-            Some((reason, at)) => {
-                let (reason, at) = (reason.clone(), *at);
-                let hard = self.node.hard.is_on();
-                drop(st);
-                child.node.stop(reason.clone(), at);
-                if hard {
-                    child.tree.stop_hard(&child.node, reason, at);
-                } else {
-                    self.register_hard_child(&child);
-                }
-            }
-            None => {
-                if st.children.len() == st.children.capacity() {
-                    st.children.retain(|w| w.strong_count() > 0);
-                }
-                st.children.push(Arc::downgrade(&child.node));
-                drop(st);
-                self.register_hard_child(&child);
+        let mut wakers = Wakers::new();
+        let mut pst = self.node.state.lock();
+        let child = Node::new(None);
+        {
+            // Nobody else can see the child yet; its lock is uncontended.
+            let mut cst = child.state.lock();
+            // Invariant 4: born with the parent's reason, time and hardness.
+            Node::catch_up(&child, &mut cst, &pst, &mut wakers);
+            // Invariant 6: a hard parent takes no children.
+            if !pst.is_hard() {
+                child
+                    .parent_idx
+                    .store(pst.children.len(), Ordering::Relaxed);
+                pst.children.push(child.clone());
+                cst.parent = Some(self.node.clone());
             }
         }
-        child
-    }
-
-    fn register_hard_child(&self, child: &StopSource) {
-        let mut list = self.tree.children.lock();
-        if list.len() == list.capacity() {
-            list.retain(|(n, _)| n.strong_count() > 0);
-        }
-        list.push((Arc::downgrade(&child.node), Arc::downgrade(&child.tree)));
-        drop(list);
-        // The parent may have gone hard between the check above and the
-        // push; in that case its hard stop already took the list, so fire
-        // the child's here (stop_hard is idempotent).
-        if self.node.hard.is_on() {
-            let reason = self
-                .node
-                .reason()
-                .unwrap_or(StopReason::Requested(String::new()));
-            child.tree.stop_hard(&child.node, reason, Instant::now());
-        }
+        drop(pst);
+        drop(wakers);
+        StopSource { node: child }
     }
 
     pub(crate) fn stopped_at(&self) -> Option<Instant> {
         self.node.stopped_at()
+    }
+}
+
+impl Clone for Token {
+    fn clone(&self) -> Self {
+        self.node.acquire();
+        Token {
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.node.release();
     }
 }
 
@@ -483,6 +702,10 @@ mod tests {
 
     fn req(s: &str) -> StopReason {
         StopReason::Requested(s.into())
+    }
+
+    fn children(s: &StopSource) -> usize {
+        s.node.state.lock().children.len()
     }
 
     #[test]
@@ -523,7 +746,69 @@ mod tests {
         for _ in 0..10_000 {
             drop(token.child());
         }
-        assert!(root.node.state.lock().children.len() < 64);
-        assert!(root.tree.children.lock().len() < 64);
+        assert_eq!(children(&root), 0);
+        let kept: Vec<StopSource> = (0..3).map(|_| token.child()).collect();
+        assert_eq!(children(&root), 3);
+        drop(kept);
+        assert_eq!(children(&root), 0);
+    }
+
+    #[test]
+    fn children_get_the_parents_time_and_a_child_born_stopped_too() {
+        let root = StopSource::new();
+        let child = root.token().child();
+        let grandchild = child.token().child();
+        drop(child);
+        root.stop(req("t"));
+        let at = root.token().stopped_at().expect("stopped");
+        assert_eq!(grandchild.token().stopped_at(), Some(at));
+        assert_eq!(root.token().child().token().stopped_at(), Some(at));
+    }
+
+    #[test]
+    fn a_handle_less_middle_node_hands_its_children_to_its_parent() {
+        let root = StopSource::new();
+        let middle = root.token().child();
+        let leaves: Vec<StopSource> = (0..4).map(|_| middle.token().child()).collect();
+        let watcher = middle.token();
+        drop(middle);
+        assert_eq!(children(&root), 1, "a token still holds the middle node");
+        drop(watcher);
+        assert_eq!(children(&root), 4, "the leaves now hang under the root");
+        for leaf in &leaves {
+            let parent = leaf.node.state.lock().parent.clone().expect("attached");
+            assert!(Arc::ptr_eq(&parent, &root.node));
+        }
+        drop(leaves);
+        assert_eq!(children(&root), 0);
+    }
+
+    #[test]
+    fn a_hard_stop_empties_the_list_and_cuts_the_children_off() {
+        let root = StopSource::new();
+        let child = root.token().child();
+        root.stop(req("graceful"));
+        assert_eq!(children(&root), 1, "kept for the hard stop");
+        root.stop_hard(req("hard"));
+        assert_eq!(children(&root), 0);
+        assert!(child.node.state.lock().parent.is_none());
+        let late = root.token().child();
+        assert!(late.token().is_hard_stopping());
+        assert_eq!(children(&root), 0, "a hard parent takes no children");
+    }
+
+    #[test]
+    fn detached_nodes_own_no_other_node() {
+        let root = StopSource::new();
+        let child = root.token().child();
+        let grandchild = child.token().child();
+        let child_node = child.node.clone();
+        drop(child);
+        let st = child_node.state.lock();
+        assert!(st.parent.is_none() && st.children.is_empty());
+        drop(st);
+        drop(grandchild);
+        assert_eq!(Arc::strong_count(&child_node), 1);
+        assert_eq!(Arc::strong_count(&root.node), 1);
     }
 }

@@ -114,6 +114,58 @@ fn wait_deadline_returns_true_promptly_on_stop() {
 }
 
 #[test]
+fn wait_hard_deadline_returns_false_at_the_deadline_even_after_a_graceful_stop() {
+    let source = StopSource::new();
+    let token = source.token();
+    let start = Instant::now();
+    assert!(!token.wait_hard_deadline(start + Duration::from_millis(30)));
+    assert!(
+        start.elapsed() >= Duration::from_millis(30),
+        "returned early"
+    );
+    source.stop(req("graceful"));
+    let start = Instant::now();
+    assert!(
+        !token.wait_hard_deadline(start + Duration::from_millis(30)),
+        "a graceful stop does not end a hard wait"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(30),
+        "returned early"
+    );
+    assert!(
+        !token.wait_hard_deadline(Instant::now()),
+        "a past deadline only checks"
+    );
+}
+
+#[test]
+fn wait_hard_deadline_returns_true_promptly_when_the_hard_stop_fires() {
+    let source = StopSource::new();
+    let child = source.token().child();
+    let woke = waiter(&child.token(), |t| {
+        let r = t.wait_hard_deadline(Instant::now() + Duration::from_secs(3600));
+        (r, t.is_hard_stopping())
+    });
+    source.stop(req("graceful"));
+    assert_eq!(
+        woke.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Empty),
+        "wait_hard_deadline returned on a graceful stop"
+    );
+    assert!(source.stop_hard(req("deadline")));
+    assert_eq!(woke.recv_timeout(HANG), Ok((true, true)));
+    let token = child.token();
+    let start = Instant::now();
+    assert!(
+        token.wait_hard_deadline(start),
+        "already hard: true at once"
+    );
+    assert!(token.wait_hard_deadline(start + Duration::from_secs(3600)));
+    assert!(start.elapsed() < HANG);
+}
+
+#[test]
 fn a_timeout_of_duration_max_waits_without_overflowing() {
     let source = StopSource::new();
     let woke = waiter(&source.token(), |t| {
@@ -322,6 +374,56 @@ fn stopping_a_parent_stops_every_child_and_grandchild_with_its_reason() {
         );
         assert_eq!(s.token().reason(), Some(req("parent")));
     }
+}
+
+#[test]
+fn a_grandchild_whose_middle_node_is_gone_still_sees_the_stop() {
+    let root = StopSource::new();
+    let gc = root.token().child().token().child().token();
+    assert!(!gc.is_stopping());
+    assert!(root.stop(req("x")));
+    assert!(
+        gc.is_stopping(),
+        "the dropped middle node cut the grandchild off"
+    );
+    assert!(!gc.is_hard_stopping());
+    assert_eq!(gc.reason(), Some(req("x")));
+    root.stop_hard(req("ignored"));
+    assert!(gc.is_hard_stopping());
+    assert_eq!(gc.reason(), Some(req("x")));
+}
+
+#[test]
+fn a_grandchild_whose_middle_node_is_gone_still_sees_the_hard_stop() {
+    let root = StopSource::new();
+    let gc = root.token().child().token().child().token();
+    let woke = waiter(&gc, |t| t.wait_hard_timeout(Duration::from_secs(3600)));
+    assert!(root.stop_hard(req("x")));
+    assert!(gc.is_stopping() && gc.is_hard_stopping());
+    assert_eq!(gc.reason(), Some(req("x")));
+    assert_eq!(woke.recv_timeout(HANG), Ok(true));
+}
+
+#[test]
+fn a_long_chain_of_dropped_middle_nodes_still_carries_the_stop() {
+    let root = StopSource::new();
+    let mut token = root.token();
+    for _ in 0..100 {
+        token = token.child().token();
+    }
+    let sibling = root.token().child().token().child().token();
+    let sub = root.token().child();
+    let under_sub = sub.token().child().token().child().token();
+    assert!(sub.stop(req("sub")));
+    assert!(
+        under_sub.is_stopping(),
+        "the child's stop reaches past dropped nodes"
+    );
+    assert!(!token.is_stopping() && !sibling.is_stopping());
+    root.stop(req("root"));
+    assert_eq!(token.reason(), Some(req("root")));
+    assert_eq!(sibling.reason(), Some(req("root")));
+    assert_eq!(under_sub.reason(), Some(req("sub")), "first reason kept");
 }
 
 #[test]
