@@ -269,6 +269,11 @@ pub struct ExitCodes {
     /// A job failed or panicked, a hook failed or timed out, a background
     /// thread failed, or a thread was stuck. Default 1.
     pub failure: i32,
+    /// The process was ended at once by a second signal. Default 3
+    /// (distinct from 130 and from 2, a usage error). Never in a report:
+    /// it is the code of that exit, and the default of
+    /// [`Builder::forced_exit_code`](crate::Builder::forced_exit_code).
+    pub forced: i32,
 }
 
 impl Default for ExitCodes {
@@ -277,6 +282,8 @@ impl Default for ExitCodes {
             success: 0,
             signal: 130,
             failure: 1,
+            // = signal::DEFAULT_FORCED_EXIT_CODE (a unit test there checks).
+            forced: 3,
         }
     }
 }

@@ -21,8 +21,9 @@ use crate::hooks::{self, Hook};
 use crate::join::{Joiner, ThreadEntry, ThreadKind};
 use crate::phase::{Phase, PhaseCell};
 use crate::pool::{PoolBuilder, PoolControl};
+use crate::reason::Signal;
 use crate::report::{ExitCodes, HookKind, Report, ThreadOutcome, ThreadReport, Timings};
-use crate::signal::{self, Registration};
+use crate::signal::{self, Registration, SignalConfig, SignalTarget};
 use crate::thread::{self, catch};
 use crate::token::{StopReason, StopSource, Token};
 
@@ -53,8 +54,6 @@ pub(crate) struct Shared {
     /// The root of the token tree; every pool's queue and every token
     /// handed out hangs below it.
     root: StopSource,
-    /// Whether a signal during a stop ends the process (the default).
-    force_exit: bool,
     /// The pools, whose queues the trigger itself disconnects (see
     /// `trigger`).
     trigger_pools: TriggerPools,
@@ -92,11 +91,11 @@ impl Shared {
         }
         true
     }
+}
 
-    /// Called by the signal router. Returns `false` if the process must end
-    /// now (a signal during a stop, with force-exit on).
-    pub(crate) fn on_signal(&self) -> bool {
-        self.trigger(StopReason::Signal(crate::Signal::Terminate)) || !self.force_exit || self.phase.get() == Phase::Done
+impl SignalTarget for Shared {
+    fn signal_trigger(&self, sig: Signal) -> bool {
+        self.trigger(StopReason::Signal(sig))
     }
 }
 
@@ -161,7 +160,10 @@ pub struct Builder {
     grace: Duration,
     kill_grace: Duration,
     signals: bool,
+    signal_set: Vec<Signal>,
+    honor_ignored: bool,
     force_exit: bool,
+    forced_exit_code: Option<i32>,
     exit_codes: ExitCodes,
     on_phase: Option<PhaseFn>,
 }
@@ -172,7 +174,10 @@ impl fmt::Debug for Builder {
             grace,
             kill_grace,
             signals,
+            signal_set,
+            honor_ignored,
             force_exit,
+            forced_exit_code,
             exit_codes,
             on_phase,
         } = self;
@@ -180,7 +185,10 @@ impl fmt::Debug for Builder {
             .field("grace", grace)
             .field("kill_grace", kill_grace)
             .field("signals", signals)
+            .field("signal_set", signal_set)
+            .field("honor_ignored", honor_ignored)
             .field("force_exit", force_exit)
+            .field("forced_exit_code", forced_exit_code)
             .field("exit_codes", exit_codes)
             .field("on_phase", &on_phase.as_ref().map(|_| "<closure>"))
             .finish()
@@ -193,7 +201,10 @@ impl Default for Builder {
             grace: DEFAULT_GRACE,
             kill_grace: DEFAULT_KILL_GRACE,
             signals: true,
+            signal_set: Signal::DEFAULT_SET.to_vec(),
+            honor_ignored: true,
             force_exit: true,
+            forced_exit_code: None,
             exit_codes: ExitCodes::default(),
             on_phase: None,
         }
@@ -219,18 +230,53 @@ impl Builder {
         self
     }
 
-    /// Whether to route SIGINT, SIGTERM and SIGHUP (Ctrl-C on Windows) to
-    /// this runtime. Default `true`. The process-wide handler is installed
-    /// once, by the first runtime that asks.
+    /// Whether to route signals (by default SIGINT, SIGTERM and SIGHUP;
+    /// Ctrl-C on Windows) to this runtime. Default `true`. Each signal is
+    /// hooked once per process, by the first runtime that asks for it, and
+    /// stays hooked until the process ends.
     pub fn signals(mut self, signals: bool) -> Self {
         self.signals = signals;
         self
     }
 
-    /// Whether a signal that arrives while a stop is under way ends the
-    /// process at once with exit code 130. Default `true`.
+    /// Sets the signals routed to this runtime. Default
+    /// [`Signal::DEFAULT_SET`]; an empty set means no signals, as
+    /// `signals(false)`. A signal outside the set keeps its disposition,
+    /// unless an earlier runtime in the process hooked it (a hook cannot be
+    /// undone; this runtime then does not receive it). Off Unix only
+    /// [`Signal::Interrupt`] is delivered.
+    pub fn handle_signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
+        self.signal_set = signals.into_iter().collect();
+        self
+    }
+
+    /// Whether a signal the process inherited as ignored (`nohup`,
+    /// `trap '' HUP`) stays ignored. Default `true`: such a signal is
+    /// neither hooked nor routed. `false` hooks it anyway. The inherited
+    /// set is read once, before the first hook in the process (on Linux;
+    /// elsewhere nothing counts as inherited ignored).
+    pub fn honor_ignored_signals(mut self, honor: bool) -> Self {
+        self.honor_ignored = honor;
+        self
+    }
+
+    /// Whether a second distinct signal ends the process at once with the
+    /// [forced exit code](Builder::forced_exit_code). Default `true`.
+    ///
+    /// Signals are counted per process from the moment this runtime is
+    /// built: the first one begins the graceful stop, or does nothing if a
+    /// stop begun by code, completion or fail-fast is under way; the second
+    /// ends the process — also after `run` returned. With `false`, no
+    /// signal ever ends the process, until a new runtime is built.
     pub fn force_exit_on_second_signal(mut self, force_exit: bool) -> Self {
         self.force_exit = force_exit;
+        self
+    }
+
+    /// Sets the exit code of the forced exit on a second signal. Default
+    /// [`ExitCodes::forced`] of the [exit codes](Builder::exit_codes), 3.
+    pub fn forced_exit_code(mut self, code: i32) -> Self {
+        self.forced_exit_code = Some(code);
         self
     }
 
@@ -252,17 +298,24 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::Signals`] if signal handling could not be installed,
-    /// e.g. because another `ctrlc` handler owns the process.
+    /// [`BuildError::Signals`] if signal handling could not be installed
+    /// (the OS refused, or off Unix another `ctrlc` handler owns the
+    /// process).
     pub fn build(self) -> Result<Runtime, BuildError> {
         let shared = Arc::new(Shared {
             phase: PhaseCell::default(),
             root: StopSource::new(),
-            force_exit: self.force_exit,
             trigger_pools: TriggerPools::default(),
         });
-        let registration = if self.signals {
-            Some(signal::register(&shared)?)
+        let registration = if self.signals && !self.signal_set.is_empty() {
+            let config = SignalConfig {
+                set: self.signal_set,
+                honor_ignored: self.honor_ignored,
+                force_exit: self.force_exit,
+                forced_exit_code: self.forced_exit_code.unwrap_or(self.exit_codes.forced),
+            };
+            let target = Arc::downgrade(&shared) as Weak<dyn SignalTarget>;
+            Some(signal::register(target, &config)?)
         } else {
             None
         };
@@ -326,7 +379,10 @@ impl fmt::Debug for Runtime {
             .field("threads", &self.threads.len())
             .field("grace", &self.grace)
             .field("kill_grace", &self.kill_grace)
-            .field("signals", &self.registration.is_some())
+            .field(
+                "signals",
+                &self.registration.as_ref().map(Registration::hooked),
+            )
             .finish_non_exhaustive()
     }
 }
