@@ -94,3 +94,26 @@ impl Error for InstallError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_errors_say_what_failed_and_keep_the_cause_in_source() {
+        let taken = BuildError::from(InstallError::HandlerTaken);
+        assert_eq!(taken.to_string(), "failed to install signal handling");
+        let cause = taken.source().expect("the install error");
+        assert_eq!(
+            cause.to_string(),
+            "another signal handler is already installed in this process"
+        );
+        assert!(cause.source().is_none());
+        let platform = InstallError::Platform(io::Error::other("EINVAL"));
+        assert_eq!(
+            platform.to_string(),
+            "the platform refused the signal handler"
+        );
+        assert_eq!(platform.source().unwrap().to_string(), "EINVAL");
+    }
+}
