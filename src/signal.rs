@@ -37,15 +37,19 @@
 //!
 //! | the delivery | outcome |
 //! | --- | --- |
-//! | a duplicate (same signal within the window) | nothing |
+//! | a signal nobody asks for (below) | nothing, not counted |
+//! | a duplicate (same signal within the window) | nothing, counted apart |
 //! | a target was running: this call began its stop | graceful stop, `StopReason::Signal(sig)` |
 //! | no target began a stop, 1st distinct delivery since the last `register` | nothing (the program decides) |
 //! | no target began a stop, 2nd or later, force-exit on | `exit(forced_exit_code)` at once |
 //! | no target began a stop, 2nd or later, force-exit off | nothing |
 //!
 //! "No target began a stop" covers every target already stopping or done,
-//! no target registered (after the last runtime's `run` returned), and a
-//! hooked signal no live target asked for.
+//! and no target registered (after the last runtime's `run` returned). A
+//! signal hooked for an earlier runtime that neither a live target nor the
+//! last registration asked for (say SIGHUP, hooked by a runtime built with
+//! `honor_ignored` off, then a runtime that honours `nohup`) is left alone:
+//! not routed, not counted.
 //!
 //! [`register`] resets the count to zero and sets the process's force-exit
 //! policy and forced exit code from its config: the opt-out holds until the
@@ -118,6 +122,9 @@ struct Router {
     force_exit: bool,
     /// Forced exit code, from the last `register`.
     forced_exit_code: i32,
+    /// What the last `register` receives: with no live target asking for
+    /// a signal outside it, that signal is left alone (not counted).
+    policy_set: Vec<Signal>,
     /// Distinct deliveries since the last `register`.
     deliveries: u64,
     /// Duplicates ignored over the life of the process.
@@ -136,6 +143,9 @@ struct Router {
 enum Outcome {
     /// The same signal within the window: ignored.
     Duplicate,
+    /// A hooked signal that neither a live target nor the last
+    /// registration asked for: left alone, not counted.
+    Unwanted,
     /// A target began its graceful stop.
     Triggered,
     /// Counted; nothing else (first signal, or force-exit off).
@@ -151,6 +161,7 @@ impl Router {
             entries: Vec::new(),
             force_exit: true,
             forced_exit_code: DEFAULT_FORCED_EXIT_CODE,
+            policy_set: Vec::new(),
             deliveries: 0,
             duplicates: 0,
             last: [None; Signal::ALL.len()],
@@ -169,6 +180,7 @@ impl Router {
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        self.policy_set.clone_from(&receives);
         self.entries.push(Entry {
             id,
             target,
@@ -198,6 +210,11 @@ fn slot(sig: Signal) -> usize {
 fn route(router: &Mutex<Router>, sig: Signal, now: Instant) -> Outcome {
     let (targets, nth, force_exit, code) = {
         let mut r = router.lock();
+        let wanted =
+            r.policy_set.contains(&sig) || r.entries.iter().any(|e| e.receives.contains(&sig));
+        if !wanted {
+            return Outcome::Unwanted;
+        }
         let last = &mut r.last[slot(sig)];
         if last.is_some_and(|prev| now.saturating_duration_since(prev) < DUPLICATE_WINDOW) {
             r.duplicates += 1;
@@ -368,13 +385,19 @@ impl Drop for Registration {
 }
 
 /// Distinct deliveries since the last [`register`].
-#[allow(dead_code)] // diagnostics: the unit tests now, the report later
+#[allow(
+    dead_code,
+    reason = "diagnostics: the unit tests now, the report later"
+)]
 pub(crate) fn deliveries() -> u64 {
     ROUTER.lock().deliveries
 }
 
 /// Duplicate deliveries ignored over the life of the process.
-#[allow(dead_code)] // diagnostics: the unit tests now, the report later
+#[allow(
+    dead_code,
+    reason = "diagnostics: the unit tests now, the report later"
+)]
 pub(crate) fn duplicates() -> u64 {
     ROUTER.lock().duplicates
 }
@@ -566,9 +589,32 @@ mod tests {
         };
         add(&router, &fake, &only_term);
         let t0 = Instant::now();
-        assert_eq!(route(&router, Signal::Hangup, t0), Outcome::Counted);
+        assert_eq!(route(&router, Signal::Hangup, t0), Outcome::Unwanted);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
         assert_eq!(route(&router, Signal::Terminate, t0), Outcome::Triggered);
+    }
+
+    #[test]
+    fn a_hooked_signal_nobody_asks_for_any_more_is_not_counted() {
+        let router = Mutex::new(Router::new());
+        let old = Arc::new(Fake::default());
+        let id = add(&router, &old, &config(true)); // INT, TERM, HUP
+        router.lock().remove(id);
+        let fake = Arc::new(Fake::default());
+        let only_term = SignalConfig {
+            set: vec![Signal::Terminate],
+            ..config(true)
+        };
+        add(&router, &fake, &only_term);
+        fake.stopped.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        assert_eq!(route(&router, Signal::Hangup, t0), Outcome::Unwanted);
+        assert_eq!(
+            route(&router, Signal::Hangup, t0 + LATER),
+            Outcome::Unwanted
+        );
+        assert_eq!(route(&router, Signal::Terminate, t0), Outcome::Counted);
+        assert_eq!(router.lock().deliveries, 1);
     }
 
     #[test]
