@@ -160,7 +160,7 @@ fn child_program() {
 /// How the child is started.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Launch {
-    /// Directly (with INT, TERM and HUP at their default dispositions).
+    /// Directly.
     Plain,
     /// Directly, in a process group of its own.
     OwnGroup,
@@ -179,13 +179,12 @@ struct Kid {
     stderr: Arc<Mutex<String>>,
 }
 
-/// Whether this (parent) process has one of our signals ignored, e.g. the
-/// suite itself runs under `nohup`: then plain children are started through
-/// `env --default-signal` so they begin at the default dispositions.
+/// Whether this (parent) process has one of our signals ignored (the suite
+/// runs under `nohup`, or as a background job of a non-interactive shell,
+/// which ignores SIGINT and SIGQUIT): then every child is started through `env
+/// --default-signal`, so it begins at the default dispositions.
 fn parent_ignores_some() -> bool {
-    ["SIGINT", "SIGTERM", "SIGHUP"]
-        .iter()
-        .any(|s| sig_ign().split(',').any(|i| i == *s))
+    !sig_ign().is_empty()
 }
 
 impl Kid {
@@ -198,30 +197,24 @@ impl Kid {
             "--nocapture",
             "--test-threads=1",
         ];
-        let mut cmd = match launch {
-            Launch::Plain | Launch::OwnGroup if parent_ignores_some() => {
-                let mut c = Command::new("env");
-                c.arg("--default-signal=INT,TERM,HUP").arg(&exe).args(args);
-                c
-            }
-            Launch::Plain | Launch::OwnGroup => {
-                let mut c = Command::new(&exe);
-                c.args(args);
-                c
-            }
-            Launch::Nohup => {
-                let mut c = Command::new("nohup");
-                c.arg(&exe).args(args);
-                c
-            }
-            Launch::Trap => {
-                let mut c = Command::new("sh");
-                c.args(["-c", r#"trap "" INT HUP; exec "$0" "$@""#])
-                    .arg(&exe)
-                    .args(args);
-                c
-            }
-        };
+        // argv of the child, wrappers first.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if parent_ignores_some() {
+            argv.extend(["env".into(), "--default-signal=INT,TERM,HUP,QUIT".into()]);
+        }
+        match launch {
+            Launch::Plain | Launch::OwnGroup => {}
+            Launch::Nohup => argv.push("nohup".into()),
+            Launch::Trap => argv.extend([
+                "sh".into(),
+                "-c".into(),
+                r#"trap "" INT HUP; exec "$0" "$@""#.into(),
+            ]),
+        }
+        argv.push(exe.into());
+        argv.extend(args.iter().map(Into::into));
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         if launch == Launch::OwnGroup {
             cmd.process_group(0);
         }
