@@ -55,21 +55,28 @@ impl From<InstallError> for BuildError {
     }
 }
 
-/// Why the process-wide signal handler could not be installed.
+/// Why the process-wide signal handling could not be installed.
+///
+/// On Unix winddown hooks each signal of a runtime's set once per process
+/// (through `signal-hook`) and listens on one thread, `winddown-signals`;
+/// a handler the program installed before is chained, not replaced, so
+/// [`HandlerTaken`](InstallError::HandlerTaken) does not happen there.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum InstallError {
-    /// Another part of the program already set a `ctrlc` handler; a process
-    /// can have only one.
-    HandlerTaken(ctrlc::Error),
-    /// The platform refused (the cause is in `source()`).
-    Platform(ctrlc::Error),
+    /// Another part of the program already set the process's one Ctrl-C
+    /// handler (`ctrlc`'s), which winddown needs on non-Unix platforms.
+    /// Never returned on Unix.
+    HandlerTaken,
+    /// The operating system refused to hook a signal or to spawn the
+    /// signal thread (the cause is in `source()`).
+    Platform(io::Error),
 }
 
 impl fmt::Display for InstallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InstallError::HandlerTaken(_) => {
+            InstallError::HandlerTaken => {
                 f.write_str("another signal handler is already installed in this process")
             }
             InstallError::Platform(_) => f.write_str("the platform refused the signal handler"),
@@ -80,7 +87,31 @@ impl fmt::Display for InstallError {
 impl Error for InstallError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            InstallError::HandlerTaken(e) | InstallError::Platform(e) => Some(e),
+            InstallError::HandlerTaken => None,
+            InstallError::Platform(e) => Some(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_errors_say_what_failed_and_keep_the_cause_in_source() {
+        let taken = BuildError::from(InstallError::HandlerTaken);
+        assert_eq!(taken.to_string(), "failed to install signal handling");
+        let cause = taken.source().expect("the install error");
+        assert_eq!(
+            cause.to_string(),
+            "another signal handler is already installed in this process"
+        );
+        assert!(cause.source().is_none());
+        let platform = InstallError::Platform(io::Error::other("EINVAL"));
+        assert_eq!(
+            platform.to_string(),
+            "the platform refused the signal handler"
+        );
+        assert_eq!(platform.source().unwrap().to_string(), "EINVAL");
     }
 }

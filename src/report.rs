@@ -422,6 +422,7 @@ impl Default for ExitCodes {
             success: 0,
             signal: 130,
             failure: 1,
+            // = signal::DEFAULT_FORCED_EXIT_CODE (a unit test there checks).
             forced: 3,
         }
     }

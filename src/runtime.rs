@@ -266,7 +266,7 @@ impl fmt::Debug for Runtime {
             .field("threads", &self.reg.threads.next_id())
             .field("grace", &self.grace)
             .field("kill_grace", &self.kill_grace)
-            .field("signals", &self.registration.is_some())
+            .field("signals", &self.registration.as_ref().map(Registration::hooked))
             .finish_non_exhaustive()
     }
 }
@@ -411,6 +411,10 @@ impl Runtime {
 
         // Running → the trigger.
         let (reason, triggered) = self.wait_for_trigger(&mut joiner);
+        // The trigger stops the root before it moves the phase word; we may
+        // have woken in between. Whoever moves it first wins (a CAS), so
+        // every later transition starts from `StopAccepting`.
+        shared.phase.advance(Phase::Running, Phase::StopAccepting);
 
         // StopAccepting: refuse new work, then the stop-accepting hooks.
         self.notify(Phase::StopAccepting);

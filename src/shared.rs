@@ -51,8 +51,10 @@ impl Shared {
         if !self.root.stop(reason) {
             return false;
         }
-        let moved = self.phase.advance(Phase::Running, Phase::StopAccepting);
-        debug_assert!(moved, "only the first trigger leaves Running");
+        // Only the first trigger gets here; the runtime's thread may have
+        // moved the word already if it woke on the root first (either CAS
+        // wins, once).
+        self.phase.advance(Phase::Running, Phase::StopAccepting);
         // Wake what waits (idle workers block in a plain `recv`) without
         // waiting for the runtime's thread. A unit added concurrently is
         // either in this list or sees the stop itself (`add_unit`).

@@ -233,8 +233,8 @@ fn a_second_signal_during_the_drain_exits_at_once_with_the_forced_code() {
     run.child.expect_line("stuck 1", HANG);
     run.child.signal(Signal::SIGINT);
     run.child.expect_line("phase draining", HANG);
-    // Past the window in which a repeat is the same delivery (the moment is
-    // the point here, not a synchronisation).
+    // The moment is the test: a repeat within 100 ms of the first is the
+    // same delivery (duplicate window), so the second comes after it.
     std::thread::sleep(Duration::from_millis(300));
     run.child.signal(Signal::SIGINT);
     let (exit, ledger, report) = run.finish();
