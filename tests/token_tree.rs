@@ -509,3 +509,142 @@ fn concurrent_stops_at_different_levels_leave_a_consistent_chain() {
         }
     }
 }
+
+/// One shared random tree whose handles are dealt out to several threads,
+/// which then drop them, stop and hard-stop through them and make children
+/// under them, all at once (the paths where a node leaves the tree while its
+/// parent or child stops). A watchdog turns a deadlock into a failure.
+/// Afterwards, across the tree as built: a descendant of a stopped node is
+/// stopped, of a hard one hard, and every reason names an ancestor-or-self.
+#[test]
+fn a_shared_tree_dropped_stopped_and_grown_from_many_threads_stays_consistent() {
+    const THREADS: usize = 4;
+    const NODES: usize = 300;
+    let seed = seed();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        for round in 0..10u64 {
+            shared_tree_round(seed, round, THREADS, NODES);
+        }
+        done_tx.send(()).expect("the test waits");
+    });
+    match done_rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(()) => {}
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            panic!("WINDDOWN_TEST_SEED={seed}: deadlock (no progress in 120 s)")
+        }
+        // The round panicked: say so with the seed (its message is above).
+        Err(e) => panic!("WINDDOWN_TEST_SEED={seed}: {e}"),
+    }
+}
+
+fn shared_tree_round(seed: u64, round: u64, threads: usize, nodes: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    let ctx = format!("WINDDOWN_TEST_SEED={seed} round {round}");
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(round.wrapping_mul(0x9e37)));
+    let mut parent: Vec<Option<usize>> = vec![None];
+    let mut handles: Vec<(usize, Handle)> = vec![(0, Handle::Source(StopSource::new()))];
+    while parent.len() < nodes {
+        let (p, ref h) = handles[rng.usize(..handles.len())];
+        let child = h.token().child();
+        let id = parent.len();
+        parent.push(Some(p));
+        if rng.bool() {
+            handles.push((id, Handle::Token(child.token())));
+        }
+        handles.push((id, Handle::Source(child)));
+    }
+    rng.shuffle(&mut handles);
+    let mut shares: Vec<Vec<(usize, Handle)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, h) in handles.into_iter().enumerate() {
+        shares[k % threads].push(h);
+    }
+    let next_id = Arc::new(AtomicUsize::new(nodes));
+    let born = Arc::new(Mutex::new(Vec::<(usize, usize)>::new()));
+    let barrier = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut mine)| {
+            let (next_id, born, barrier) = (next_id.clone(), born.clone(), barrier.clone());
+            let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ i as u64);
+            thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..150 {
+                    if mine.is_empty() {
+                        break;
+                    }
+                    let k = rng.usize(..mine.len());
+                    match rng.u8(..10) {
+                        0..=3 => drop(mine.swap_remove(k)),
+                        4..=5 => {
+                            let (p, ref h) = mine[k];
+                            let child = h.token().child();
+                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                            born.lock().expect("born").push((id, p));
+                            mine.push((id, Handle::Source(child)));
+                        }
+                        6..=7 => {
+                            if let (n, Handle::Source(s)) = &mine[k] {
+                                s.stop(req(&format!("{n}")));
+                            }
+                        }
+                        8 => {
+                            if let (n, Handle::Source(s)) = &mine[k] {
+                                s.stop_hard(req(&format!("{n}")));
+                            }
+                        }
+                        _ => {
+                            let t = mine[k].1.token();
+                            let _ = (t.is_stopping(), t.reason());
+                        }
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut survivors: Vec<(usize, Handle)> = Vec::new();
+    for w in workers {
+        survivors.extend(w.join().expect("worker"));
+    }
+    let total = next_id.load(Ordering::Relaxed);
+    parent.resize(total, None);
+    for &(id, p) in born.lock().expect("born").iter() {
+        parent[id] = Some(p);
+    }
+    let is_below = |mut n: usize, a: usize| loop {
+        if n == a {
+            return true;
+        }
+        match parent[n] {
+            Some(p) => n = p,
+            None => return false,
+        }
+    };
+    let state: Vec<(usize, Token)> = survivors.iter().map(|(n, h)| (*n, h.token())).collect();
+    for (d, dt) in &state {
+        if dt.is_hard_stopping() {
+            assert!(dt.is_stopping(), "{ctx}: node {d}: hard but not graceful");
+        }
+        if let Some(StopReason::Requested(r)) = dt.reason() {
+            let k: usize = r.parse().expect("a node id");
+            assert!(
+                is_below(*d, k),
+                "{ctx}: node {d} has reason {k}, not an ancestor"
+            );
+        }
+        for (a, at) in &state {
+            if a != d && is_below(*d, *a) {
+                if at.is_stopping() {
+                    assert!(dt.is_stopping(), "{ctx}: node {d} below stopped {a}");
+                }
+                if at.is_hard_stopping() {
+                    assert!(dt.is_hard_stopping(), "{ctx}: node {d} below hard {a}");
+                }
+            }
+        }
+    }
+}
