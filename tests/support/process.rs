@@ -158,6 +158,24 @@ impl Child {
         kill(self.pid, signal).expect("send the signal");
     }
 
+    /// Sends `signal` to the child; an error (`ESRCH`: it has exited and
+    /// been reaped) is returned, not a panic, for a signal that races the
+    /// child's own exit.
+    pub fn try_signal(&self, signal: Signal) -> nix::Result<()> {
+        kill(self.pid, signal)
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The exit status `wait_exit` saw (to tell a death by signal), or
+    /// `None` before it saw one.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
     /// Waits up to `within` for the child to exit. On timeout, kills it and
     /// panics: the "does not hang" bound.
     pub fn wait_exit(&mut self, within: Duration) -> Exit {
@@ -243,7 +261,11 @@ pub const OUTCOMES: [&str; 6] = [
 impl Ledger {
     /// Reads a ledger file; panics on a malformed line.
     pub fn read(path: &Path) -> Ledger {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Ledger::parse(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+
+    /// Parses a ledger's text, as `read` does; panics on a malformed line.
+    pub fn parse(text: &str) -> Ledger {
         let mut ledger = Ledger::default();
         for line in text.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
