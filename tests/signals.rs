@@ -6,8 +6,8 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -15,6 +15,9 @@ use support::process::{example, Child, Exit, Ledger};
 
 /// Generous: a debug build on two busy cores. Only "does not hang".
 const HANG: Duration = Duration::from_secs(30);
+/// Comfortably outside the router's 100 ms duplicate window: a second
+/// signal sent this long after the first is a distinct delivery.
+const OUTSIDE_WINDOW: Duration = Duration::from_millis(300);
 
 /// One run of the `batch` example with a ledger and a JSON report in a
 /// temporary directory.
@@ -33,18 +36,44 @@ impl Batch {
     }
 
     fn start_in(dir: tempfile::TempDir, ledger: &str, items: u64, args: &[&str]) -> Batch {
-        let mut all = vec![
-            "--quiet".to_owned(),
+        let run = Batch::launch(dir, ledger, &[], true, items, args);
+        run.child.expect_line("ready", HANG);
+        run
+    }
+
+    /// Starts `wrapper… batch [--quiet] --items N --ledger … --report …
+    /// args…` without waiting for `ready` (the wrapper may be `nohup`, a
+    /// shell, `timeout`). If this test process inherited one of the batch
+    /// signals as ignored, `env --default-signal` comes first, so the child
+    /// starts from the default dispositions (plus what the wrapper sets).
+    fn launch(
+        dir: tempfile::TempDir,
+        ledger: &str,
+        wrapper: &[&str],
+        quiet: bool,
+        items: u64,
+        args: &[&str],
+    ) -> Batch {
+        let mut argv: Vec<String> = Vec::new();
+        if !ignored_here().is_empty() {
+            argv.push("env".to_owned());
+            argv.push("--default-signal=INT,TERM,HUP,QUIT".to_owned());
+        }
+        argv.extend(wrapper.iter().map(|a| (*a).to_owned()));
+        argv.push(example("batch").display().to_string());
+        if quiet {
+            argv.push("--quiet".to_owned());
+        }
+        argv.extend([
             "--items".to_owned(),
             items.to_string(),
             "--ledger".to_owned(),
             dir.path().join(ledger).display().to_string(),
             "--report".to_owned(),
             dir.path().join("report.json").display().to_string(),
-        ];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        let child = Child::spawn(&example("batch"), &all, &dir.path().join("stderr"));
-        child.expect_line("ready", HANG);
+        ]);
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let child = Child::spawn(Path::new(&argv[0]), &argv[1..], &dir.path().join("stderr"));
         Batch { child, dir, items }
     }
 
@@ -55,12 +84,62 @@ impl Batch {
     /// Waits for the exit; returns it with the ledger and the report.
     fn finish(&mut self) -> (Exit, Ledger, Value) {
         let exit = self.child.wait_exit(HANG);
-        let ledger = Ledger::read(&self.path("ledger"));
+        let ledger = Ledger::parse(&self.ledger_text(|l| !l.starts_with("checkpoint ")));
         let report = std::fs::read(self.path("report.json"))
             .map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"))
             .unwrap_or(Value::Null);
         (exit, ledger, report)
     }
+
+    /// The ledger's lines that `keep` keeps, each ending in a newline.
+    fn ledger_text(&self, keep: impl Fn(&str) -> bool) -> String {
+        let text = std::fs::read_to_string(self.path("ledger")).unwrap_or_default();
+        text.lines()
+            .filter(|l| keep(l))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// The ledger's `checkpoint begin|end` lines (`--after-run-ms`).
+    fn checkpoints(&self) -> Vec<String> {
+        self.ledger_text(|l| l.starts_with("checkpoint "))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The signals among INT, TERM, HUP and QUIT that `pid`'s `/proc` status
+/// lists in `field` (`SigIgn`, `SigCgt`), as names.
+fn sig_mask(pid: &str, field: &str) -> Vec<&'static str> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    [
+        ("SIGHUP", 1),
+        ("SIGINT", 2),
+        ("SIGQUIT", 3),
+        ("SIGTERM", 15),
+    ]
+    .into_iter()
+    .filter(|(_, n)| mask & (1 << (n - 1)) != 0)
+    .map(|(name, _)| name)
+    .collect()
+}
+
+/// The batch signals this test process inherited as ignored (a background
+/// job of a non-interactive shell ignores SIGINT and SIGQUIT, `nohup`
+/// SIGHUP): its children would inherit them too.
+fn ignored_here() -> Vec<&'static str> {
+    sig_mask("self", "SigIgn")
+}
+
+/// Whether the child's stderr says a second signal ended it.
+fn said_second_signal(child: &Child) -> bool {
+    child.stderr_text().contains("second signal")
 }
 
 /// The `batch` pool's entry in a JSON report.
@@ -377,13 +456,23 @@ fn fail_fast_stops_the_run_at_the_first_failure() {
 fn a_resumed_run_processes_exactly_the_items_the_interrupted_one_did_not() {
     let mut rng = fastrand::Rng::with_seed(seed());
     let items = 3000;
-    let mut first = Batch::start(items, &["--work", "0-1ms", "--fail-every", "97"]);
+    // Every item burns at least 1 ms of CPU and only two workers run them:
+    // the first run needs at least 1.5 s whatever the number of cores, so
+    // it cannot finish before its signal, at most 0.3 s in.
+    let mut first = Batch::start(
+        items,
+        &["--work", "1ms", "--workers", "2", "--fail-every", "97"],
+    );
     std::thread::sleep(Duration::from_millis(rng.u64(50..300)));
     first.child.signal(Signal::SIGTERM);
     let (exit, l1, _) = first.finish();
     let expected = if l1.count("fail") > 0 { 1 } else { 130 };
     assert_eq!(exit.code, Some(expected), "{}", first.child.stderr_text());
     l1.assert_accounted(items);
+    assert!(
+        l1.count("unsubmitted") + l1.count("handback") > 0,
+        "the first run was interrupted before its end"
+    );
 
     let ledger1 = first.path("ledger").display().to_string();
     let mut second = Batch::start_in(
@@ -420,4 +509,128 @@ fn a_resumed_run_processes_exactly_the_items_the_interrupted_one_did_not() {
         (1..=items).collect::<Vec<_>>(),
         "every id exactly once"
     );
+}
+
+// ===== The regression tests, one per row =====
+
+#[test]
+fn a_signal_during_the_release_hooks_of_a_completed_run_changes_nothing() {
+    let args = ["--work", "0-1ms", "--hooks", "3", "--hook-ms", "500"];
+    let mut run = Batch::start(100, &args);
+    run.child.expect_line("phase releasing", HANG);
+    run.child.signal(Signal::SIGTERM);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(0), "{}", run.child.stderr_text());
+    assert_ne!(report, Value::Null, "a report was written");
+    assert_eq!(report["reason"], "completed", "{report:#}");
+    assert_eq!(report["signal"], Value::Null, "{report:#}");
+    assert_eq!(report["exit_code"], 0, "{report:#}");
+    assert_consistent(run.items, &ledger, &report);
+    assert_eq!(ledger.count("done"), 100);
+    assert_eq!(
+        ledger.hooks,
+        ["2 begin", "2 end", "1 begin", "1 end", "0 begin", "0 end"],
+        "every hook ran to its end, last registered first"
+    );
+    assert!(!said_second_signal(&run.child));
+}
+
+#[test]
+fn a_signal_racing_completion_is_either_the_trigger_or_nothing_never_forced() {
+    let mut rng = fastrand::Rng::with_seed(seed());
+    // 200 items of 1 ms on two workers: about 0.1 s of work on any machine.
+    let args = [
+        "--work",
+        "1ms",
+        "--workers",
+        "2",
+        "--hooks",
+        "1",
+        "--hook-ms",
+        "20",
+    ];
+    // How long a run takes from `ready` to its exit, here and now.
+    let mut calibrate = Batch::start(200, &args);
+    let whole = calibrate.child.wait_exit(HANG);
+    assert_eq!(whole.code, Some(0), "{}", calibrate.child.stderr_text());
+    println!("a whole run: {:?}", whole.waited);
+    let mut seen = [0usize; 2];
+    for round in 0..8 {
+        // Around the end: from 0.6 of the run to a little after it.
+        let delay = whole.waited.mul_f64(0.6 + rng.f64() * 0.8);
+        let mut run = Batch::start(200, &args);
+        // The moment is the point of this test.
+        std::thread::sleep(delay);
+        // The child may have exited already: then the signal is nothing.
+        let _ = run.child.try_signal(Signal::SIGTERM);
+        let (exit, ledger, report) = run.finish();
+        let context = format!(
+            "round {round}: SIGTERM {delay:?} after ready\n{}",
+            run.child.stderr_text()
+        );
+        assert_ne!(report, Value::Null, "the report is written: {context}");
+        assert_eq!(report["exit_code"], exit.code.unwrap_or(-1), "{context}");
+        match exit.code {
+            Some(0) => {
+                seen[0] += 1;
+                assert_eq!(report["reason"], "completed", "{context}");
+                assert_eq!(ledger.count("done"), 200, "{context}");
+            }
+            Some(130) => {
+                seen[1] += 1;
+                assert_eq!(report["reason"], "signal", "{context}");
+                assert_eq!(report["signal"], "SIGTERM", "{context}");
+            }
+            other => panic!("exit {other:?}: {context}"),
+        }
+        assert_consistent(run.items, &ledger, &report);
+        assert_eq!(ledger.hooks, ["0 begin", "0 end"], "{context}");
+        assert!(!said_second_signal(&run.child), "{context}");
+    }
+    println!("completed first: {}, signal first: {}", seen[0], seen[1]);
+}
+
+#[test]
+fn with_no_force_exit_signals_during_the_checkpoint_after_run_do_not_cut_it() {
+    let args = [
+        "--keep-open",
+        "--after-run-ms",
+        "1000",
+        "--no-force-exit",
+        "--hooks",
+        "0",
+    ];
+    let mut run = Batch::start(10, &args);
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("checkpoint begin", HANG);
+    let first = Instant::now();
+    run.child.signal(Signal::SIGINT);
+    // The moment is the test: outside the duplicate window of the first.
+    std::thread::sleep(OUTSIDE_WINDOW.saturating_sub(first.elapsed()));
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("checkpoint end", HANG);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(130), "{}", run.child.stderr_text());
+    assert_eq!(report["exit_code"], 130, "the report's code: {report:#}");
+    assert_eq!(report["signal"], "SIGTERM", "{report:#}");
+    assert_eq!(run.checkpoints(), ["checkpoint begin", "checkpoint end"]);
+    assert_consistent(run.items, &ledger, &report);
+    assert!(!said_second_signal(&run.child));
+}
+
+#[test]
+fn with_force_exit_on_one_signal_during_the_checkpoint_after_run_is_nothing() {
+    // The run completes by itself; the signal comes after `run` returned.
+    let args = ["--work", "0-1ms", "--after-run-ms", "1500", "--hooks", "0"];
+    let mut run = Batch::start(50, &args);
+    run.child.expect_line("checkpoint begin", HANG);
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("checkpoint end", HANG);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(0), "{}", run.child.stderr_text());
+    assert_eq!(report["reason"], "completed", "{report:#}");
+    assert_eq!(report["exit_code"], 0, "{report:#}");
+    assert_eq!(run.checkpoints(), ["checkpoint begin", "checkpoint end"]);
+    assert_consistent(run.items, &ledger, &report);
+    assert!(!said_second_signal(&run.child));
 }
