@@ -634,3 +634,190 @@ fn with_force_exit_on_one_signal_during_the_checkpoint_after_run_is_nothing() {
     assert_consistent(run.items, &ledger, &report);
     assert!(!said_second_signal(&run.child));
 }
+
+#[test]
+fn timeout_signalling_the_child_and_its_group_is_one_delivery() {
+    // coreutils `timeout` sends SIGTERM to the child, then to its whole
+    // process group: two deliveries microseconds apart. Item 50 is deaf to
+    // every token, so the run ends at the deadline (300 ms after the
+    // signal) — long enough for a second delivery to force the exit if it
+    // were counted.
+    for round in 0..10 {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let wrapper = ["timeout", "--preserve-status", "-s", "TERM", "0.3"];
+        let args = [
+            "--workers",
+            "2",
+            "--stuck",
+            "50",
+            "--grace",
+            "200",
+            "--kill-grace",
+            "100",
+            "--hooks",
+            "0",
+        ];
+        let mut run = Batch::launch(dir, "ledger", &wrapper, true, 2000, &args);
+        run.child.expect_line("ready", HANG);
+        let (exit, ledger, report) = run.finish();
+        let context = format!("round {round}: {exit:?}\n{}", run.child.stderr_text());
+        assert_ne!(report, Value::Null, "the report is written: {context}");
+        assert_ne!(exit.code, Some(3), "forced: {context}");
+        assert!(!said_second_signal(&run.child), "{context}");
+        // 1 if item 50 was reached (stuck, abandoned), else 130.
+        assert!(matches!(exit.code, Some(1 | 130)), "{context}");
+        assert_eq!(report["exit_code"], exit.code.unwrap_or(-1), "{context}");
+        assert_eq!(report["reason"], "signal", "{context}");
+        assert_eq!(report["signal"], "SIGTERM", "{context}");
+        assert_consistent(run.items, &ledger, &report);
+    }
+}
+
+#[test]
+fn two_kills_of_the_same_signal_back_to_back_are_one_delivery() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGTERM] {
+        // The pool stays open until the signal, and a 400 ms hook leaves
+        // the second delivery time to force the exit if it were counted.
+        let args = ["--keep-open", "--hooks", "1", "--hook-ms", "400"];
+        let mut run = Batch::start(10, &args);
+        run.child.signal(signal);
+        run.child.signal(signal);
+        let (exit, ledger, report) = run.finish();
+        let context = format!("{signal}\n{}", run.child.stderr_text());
+        assert_eq!(exit.code, Some(130), "{context}");
+        assert!(!said_second_signal(&run.child), "{context}");
+        assert_eq!(report["reason"], "signal", "{context}");
+        assert_eq!(report["signal"], signal.as_str(), "{context}");
+        assert_eq!(ledger.hooks, ["0 begin", "0 end"], "{context}");
+        assert_consistent(run.items, &ledger, &report);
+    }
+}
+
+/// Where the second signal lands.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// Item 1 holds its worker until a hard stop 60 s away.
+    Draining,
+    /// A 20 s release hook runs.
+    Releasing,
+}
+
+#[test]
+fn a_second_distinct_signal_during_the_drain_or_the_hooks_exits_at_once_with_the_forced_code() {
+    let cases = [
+        (Moment::Draining, Signal::SIGTERM, Signal::SIGINT, None),
+        (Moment::Releasing, Signal::SIGTERM, Signal::SIGTERM, None),
+        (Moment::Draining, Signal::SIGINT, Signal::SIGINT, Some("9")),
+        (
+            Moment::Releasing,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Some("9"),
+        ),
+    ];
+    for (moment, first_sig, second_sig, forced) in cases {
+        let mut args = match moment {
+            Moment::Draining => vec!["--coop-stuck", "1", "--grace", "60000", "--work", "1ms"],
+            Moment::Releasing => vec![
+                "--keep-open",
+                "--hooks",
+                "1",
+                "--hook-ms",
+                "20000",
+                "--hook-budget",
+                "60000",
+            ],
+        };
+        if let Some(code) = forced {
+            args.extend(["--forced-exit-code", code]);
+        }
+        let want: i32 = forced.map_or(3, |c| c.parse().unwrap());
+        let mut run = Batch::start(100, &args);
+        if let Moment::Draining = moment {
+            run.child.expect_line("stuck 1", HANG);
+        }
+        let first = Instant::now();
+        run.child.signal(first_sig);
+        run.child.expect_line(
+            match moment {
+                Moment::Draining => "phase draining",
+                Moment::Releasing => "phase releasing",
+            },
+            HANG,
+        );
+        // The moment is the test: outside the duplicate window of the first.
+        std::thread::sleep(OUTSIDE_WINDOW.saturating_sub(first.elapsed()));
+        let sent = Instant::now();
+        run.child.signal(second_sig);
+        let (exit, ledger, report) = run.finish();
+        let latency = sent.elapsed();
+        let context = format!(
+            "{moment:?}, {first_sig} then {second_sig}, {args:?}\n{}",
+            run.child.stderr_text()
+        );
+        println!("{moment:?}: second signal -> exit {latency:?}");
+        assert_eq!(exit.code, Some(want), "{context}");
+        assert_eq!(report, Value::Null, "no report: {context}");
+        assert!(
+            run.child.stderr_text().contains(&format!(
+                "winddown: second signal ({second_sig}), exiting now"
+            )),
+            "{context}"
+        );
+        // At once: the drain had 60 s left, the hook 20 s.
+        assert!(latency < Duration::from_secs(5), "{latency:?}: {context}");
+        ledger.assert_at_most_once();
+        match moment {
+            Moment::Draining => assert!(!ledger.ids("done").contains(&1), "{context}"),
+            Moment::Releasing => assert_eq!(ledger.hooks, ["0 begin"], "{context}"),
+        }
+    }
+}
+
+#[test]
+fn with_no_force_exit_second_signals_during_the_drain_change_nothing() {
+    // Two workers on 300 ms items, a queue of 8, `finish`: the drain runs
+    // the ten items held and queued, about 1.5 s, and the two later
+    // signals (0.3 s and 0.6 s after the first) land in it.
+    let args = [
+        "--policy",
+        "finish",
+        "--workers",
+        "2",
+        "--capacity",
+        "8",
+        "--work",
+        "300ms",
+        "--no-force-exit",
+        "--hooks",
+        "1",
+        "--hook-ms",
+        "10",
+    ];
+    let mut run = Batch::start(50, &args);
+    run.child.expect_line("queue full", HANG);
+    let first = Instant::now();
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("phase draining", HANG);
+    // The moments are the test: each outside the duplicate window.
+    std::thread::sleep(OUTSIDE_WINDOW.saturating_sub(first.elapsed()));
+    run.child.signal(Signal::SIGINT);
+    std::thread::sleep(OUTSIDE_WINDOW);
+    run.child.signal(Signal::SIGTERM);
+    let (exit, ledger, report) = run.finish();
+    let context = run.child.stderr_text();
+    assert_eq!(exit.code, Some(130), "{context}");
+    assert!(!said_second_signal(&run.child), "{context}");
+    assert_eq!(report["reason"], "signal", "{report:#}");
+    assert_eq!(report["signal"], "SIGTERM", "the first signal: {report:#}");
+    assert_eq!(report["hard_stopped"], false, "{report:#}");
+    assert_consistent(run.items, &ledger, &report);
+    let submitted = pool(&report)["submitted"].as_u64().unwrap_or(0);
+    assert!(submitted >= 10, "{report:#}");
+    assert_eq!(
+        ledger.count("done") as u64,
+        submitted,
+        "the drain ran to its end"
+    );
+    assert_eq!(ledger.hooks, ["0 begin", "0 end"]);
+}
