@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -820,4 +821,197 @@ fn with_no_force_exit_second_signals_during_the_drain_change_nothing() {
         "the drain ran to its end"
     );
     assert_eq!(ledger.hooks, ["0 begin", "0 end"]);
+}
+
+/// `nohup`: SIGHUP inherited as ignored.
+const NOHUP: [&str; 1] = ["nohup"];
+/// A shell that ignores SIGINT and SIGHUP, then execs batch.
+const TRAP: [&str; 3] = ["sh", "-c", r#"trap "" INT HUP; exec "$0" "$@""#];
+
+/// Starts batch under `wrapper`, holding its pool open until a signal;
+/// waits for `ready` (which also shows stdout still reaches the test: nohup
+/// redirects it only from a terminal).
+fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Batch {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut all = vec!["--keep-open", "--hooks", "0"];
+    all.extend_from_slice(args);
+    let run = Batch::launch(dir, "ledger", wrapper, true, 10, &all);
+    run.child.expect_line("ready", HANG);
+    run
+}
+
+#[test]
+fn signals_inherited_as_ignored_stay_ignored_and_sigterm_still_stops_the_run() {
+    for (wrapper, ignored) in [
+        (&NOHUP[..], &[Signal::SIGHUP][..]),
+        (&TRAP[..], &[Signal::SIGHUP, Signal::SIGINT][..]),
+    ] {
+        let mut run = start_wrapped(wrapper, &[]);
+        let pid = run.child.pid().to_string();
+        let (ign, cgt) = (sig_mask(&pid, "SigIgn"), sig_mask(&pid, "SigCgt"));
+        for sig in ignored {
+            assert!(ign.contains(&sig.as_str()), "{wrapper:?}: {ign:?}");
+            assert!(!cgt.contains(&sig.as_str()), "{wrapper:?}: {cgt:?}");
+        }
+        assert!(cgt.contains(&"SIGTERM"), "{wrapper:?}: {cgt:?}");
+        for sig in ignored {
+            run.child.signal(*sig);
+        }
+        // A standard signal pending with a lower number is delivered
+        // first, so had one of them been hooked it would be the report's
+        // signal (or the later SIGTERM a forced second signal).
+        run.child.signal(Signal::SIGTERM);
+        let (exit, ledger, report) = run.finish();
+        let context = format!("{wrapper:?}\n{}", run.child.stderr_text());
+        assert_eq!(exit.code, Some(130), "{context}");
+        assert_eq!(report["reason"], "signal", "{context}");
+        assert_eq!(report["signal"], "SIGTERM", "{context}");
+        assert!(!said_second_signal(&run.child), "{context}");
+        assert_consistent(run.items, &ledger, &report);
+    }
+}
+
+#[test]
+fn with_no_honor_ignored_sighup_under_nohup_stops_the_run() {
+    let mut run = start_wrapped(&NOHUP, &["--no-honor-ignored"]);
+    let pid = run.child.pid().to_string();
+    assert!(sig_mask(&pid, "SigCgt").contains(&"SIGHUP"), "hooked");
+    run.child.signal(Signal::SIGHUP);
+    let (exit, ledger, report) = run.finish();
+    assert_eq!(exit.code, Some(130), "{}", run.child.stderr_text());
+    assert_eq!(report["reason"], "signal", "{report:#}");
+    assert_eq!(report["signal"], "SIGHUP", "{report:#}");
+    assert_consistent(run.items, &ledger, &report);
+}
+
+#[test]
+fn a_signal_left_out_of_the_set_keeps_its_default_action() {
+    let mut run = start_wrapped(&[], &["--signals", "INT,TERM"]);
+    run.child.signal(Signal::SIGHUP);
+    let (exit, _, report) = run.finish();
+    let status = run.child.exit_status().expect("the exit was seen");
+    assert_eq!(exit.code, None, "{status:?}");
+    assert_eq!(status.signal(), Some(1), "killed by SIGHUP: {status:?}");
+    assert_eq!(report, Value::Null, "no report");
+}
+
+#[test]
+fn sigstop_across_the_deadline_does_not_wait_a_fresh_grace_after_sigcont() {
+    // Item 1 holds its worker until the hard stop: grace 200 ms, kill
+    // grace 100 ms, both from the trigger on the monotonic clock, which
+    // runs on while the process is stopped.
+    let args = [
+        "--coop-stuck",
+        "1",
+        "--grace",
+        "200",
+        "--kill-grace",
+        "100",
+        "--hooks",
+        "0",
+        "--work",
+        "1ms",
+    ];
+    let mut run = Batch::start(100, &args);
+    run.child.expect_line("stuck 1", HANG);
+    run.child.signal(Signal::SIGTERM);
+    // The trigger has happened (else the pending SIGTERM would only be
+    // taken after SIGCONT, and the deadline would start there).
+    run.child.expect_line("phase stop_accepting", HANG);
+    run.child.signal(Signal::SIGSTOP);
+    // The moment is the test: stopped well past grace + kill grace.
+    std::thread::sleep(Duration::from_secs(2));
+    let cont = Instant::now();
+    run.child.signal(Signal::SIGCONT);
+    let (exit, mut ledger, report) = run.finish();
+    let latency = cont.elapsed();
+    println!("SIGCONT -> exit: {latency:?}");
+    let context = format!("{latency:?}\n{}", run.child.stderr_text());
+    assert_eq!(exit.code, Some(1), "the hard stop fired: {context}");
+    assert_eq!(report["hard_stopped"], true, "{report:#}");
+    let hard_stop_ms = report["hard_stop_ms"].as_f64().expect("hard_stop_ms");
+    assert!(hard_stop_ms >= 200.0, "{report:#}");
+    // Both deadlines passed while the process was stopped, so on SIGCONT
+    // the runtime fires the hard token and names the threads still in a
+    // job at once, with no kill grace left: item 1's worker may not have
+    // seen the hard token yet. It is then reported abandoned (and not
+    // succeeded), and finishes anyway, logging `done` from inside the job
+    // before the program logs `abandoned`. Only item 1 may show both.
+    let item1 = ledger.events.get(&1).cloned().unwrap_or_default();
+    match item1.as_slice() {
+        [s, d] if s == "start" && d == "done" => {}
+        [s, d, a] if s == "start" && d == "done" && a == "abandoned" => {
+            println!("item 1 was named stuck with no kill grace left, then finished");
+            assert_eq!(report["stuck"][0]["job_key"], "1", "{report:#}");
+            ledger
+                .events
+                .insert(1, vec!["start".into(), "abandoned".into()]);
+        }
+        other => panic!("item 1: {other:?}\n{context}"),
+    }
+    assert_consistent(run.items, &ledger, &report);
+    // A fresh grace + kill grace from SIGCONT would be 300 ms.
+    assert!(latency < BOUND_AFTER_SIGCONT, "{context}");
+}
+
+/// How soon after SIGCONT a process stopped across its deadline exits.
+const BOUND_AFTER_SIGCONT: Duration = Duration::from_millis(150);
+
+#[test]
+fn every_outcome_exits_with_its_documented_code() {
+    // Completed, nothing failed: 0.
+    let mut run = Batch::start(200, &["--work", "0-1ms"]);
+    let (exit, _, report) = run.finish();
+    assert_eq!(exit.code, Some(0), "{}", run.child.stderr_text());
+    assert_eq!(report["reason"], "completed");
+
+    // A signal and a clean drain: 130.
+    let mut run = Batch::start(10, &["--keep-open"]);
+    run.child.signal(Signal::SIGINT);
+    let (exit, _, report) = run.finish();
+    assert_eq!(exit.code, Some(130), "{}", run.child.stderr_text());
+    assert_eq!(report["hard_stopped"], false, "{report:#}");
+    assert!(report["drain_latency_ms"].as_f64().is_some(), "{report:#}");
+
+    // A signal and a hard stop: 1, and the summary on stderr says so.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let args = [
+        "--coop-stuck",
+        "1",
+        "--grace",
+        "200",
+        "--kill-grace",
+        "1000",
+        "--work",
+        "1ms",
+    ];
+    let mut run = Batch::launch(dir, "ledger", &[], false, 100, &args);
+    run.child.expect_line("ready", HANG);
+    run.child.expect_line("stuck 1", HANG);
+    run.child.signal(Signal::SIGTERM);
+    let (exit, ledger, report) = run.finish();
+    let stderr = run.child.stderr_text();
+    assert_eq!(exit.code, Some(1), "{stderr}");
+    assert_eq!(report["hard_stopped"], true, "{report:#}");
+    assert!(report["hard_stop_ms"].as_f64().is_some(), "{report:#}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("stopped ("))
+        .unwrap_or_else(|| panic!("no summary line: {stderr}"));
+    assert!(summary.contains("hard stop at"), "{summary}");
+    assert!(summary.ends_with("exit code 1"), "{summary}");
+    assert_consistent(run.items, &ledger, &report);
+
+    // A second signal: 3.
+    let args = ["--keep-open", "--hooks", "1", "--hook-ms", "20000"];
+    let mut run = Batch::start(10, &args);
+    let first = Instant::now();
+    run.child.signal(Signal::SIGTERM);
+    run.child.expect_line("phase releasing", HANG);
+    // The moment is the test: outside the duplicate window of the first.
+    std::thread::sleep(OUTSIDE_WINDOW.saturating_sub(first.elapsed()));
+    run.child.signal(Signal::SIGINT);
+    let (exit, _, report) = run.finish();
+    assert_eq!(exit.code, Some(3), "{}", run.child.stderr_text());
+    assert_eq!(report, Value::Null);
 }
