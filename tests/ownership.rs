@@ -550,3 +550,611 @@ fn a_key_function_slower_than_the_grace_and_kill_grace_abandons_its_job() {
     assert_eq!(tally.ran(0), 0, "the abandoned job never ran");
     assert!(ran_rx.try_recv().is_err());
 }
+
+// ===== The model check =====
+//
+// The protocol of `src/slot.rs` and the worker loop of `src/pool.rs`,
+// re-implemented as small state machines over a simulated queue, a simulated
+// state word per worker, the hand-back list and its lock, and the joiner
+// (`PoolCore::seal`). Every interleaving of the steps is explored (a DFS
+// over the schedule, memoised on the state: two schedules that reach the
+// same state have the same futures, and the state carries every bit of
+// history the checks read). Each step is one atomic action of the real
+// code; the checks are on the buckets, not on memory orderings.
+//
+// The word's rules (`slot.rs`):
+// * `take`         — CAS IDLE → HELD, fails once sealed;
+// * `take_and_run` — CAS IDLE → RUNNING, fails once sealed;
+// * `run`          — CAS HELD → RUNNING, fails once sealed;
+// * `release`      — CAS HELD → IDLE, fails once sealed;
+// * `finish`       — CAS RUNNING → IDLE, fails once sealed;
+// * `seal`         — fetch_or of the sealed bit, returns the state it found
+//                    (`Sealed::Held` / `Running` / `Idle` / `Again`).
+
+mod model {
+    use std::collections::HashMap;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub(super) enum St {
+        Idle,
+        Held,
+        Running,
+    }
+
+    /// A worker's state word: `SEALED` bit plus the state.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub(super) struct Word {
+        pub(super) sealed: bool,
+        pub(super) st: St,
+    }
+
+    impl Word {
+        /// Every worker transition of `slot.rs`: a CAS from the state it
+        /// expects, which a seal (only ever adding the top bit) makes fail.
+        fn cas(&mut self, from: St, to: St) -> bool {
+            if self.sealed || self.st != from {
+                return false;
+            }
+            self.st = to;
+            true
+        }
+
+        /// `Slot::seal`: what it found, `None` for `Sealed::Again`.
+        fn seal(&mut self) -> Option<St> {
+            let again = self.sealed;
+            self.sealed = true;
+            (!again).then_some(self.st)
+        }
+    }
+
+    /// Deliberately broken variants, to show the checker catches each.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Variant {
+        /// The protocol as implemented.
+        Faithful,
+        /// The joiner takes the hand-back list before sealing.
+        ListBeforeSeal,
+        /// The worker hands back without the list lock.
+        HandBackWithoutLock,
+        /// The worker counts the outcome before its `finish` CAS.
+        BumpBeforeFinish,
+        /// The joiner never seals (the old code's "read and hope").
+        NoSeal,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Config {
+        pub(super) workers: usize,
+        pub(super) jobs: u8,
+        /// The pool has a key function; `key_panics`: it may panic.
+        pub(super) key: bool,
+        pub(super) key_panics: bool,
+        pub(super) hand_back: bool,
+        pub(super) variant: Variant,
+        /// Also require an abandoned job to have been in a worker's hands
+        /// at its seal (the documented meaning of abandoned).
+        pub(super) strict: bool,
+    }
+
+    /// The worker loop's program counter (`pool.rs::worker_loop`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    enum Pc {
+        /// Loop top: `must_stop()` → return.
+        Top,
+        /// `try_recv` / `recv`: a job, or closed and empty → return.
+        Recv,
+        /// `core.key.is_none() && !must_stop()`.
+        AfterRecv,
+        TakeAndRun,
+        Take,
+        /// `if must_stop()` after `take`: the hand-back branch.
+        AfterTake,
+        /// The key function (and the store into `me.key`).
+        Key,
+        Run,
+        /// Inside the job function.
+        RunJob,
+        Finish,
+        /// `record`: the counter bump.
+        Bump,
+        /// The key function panicked: `drop(job)`, then `release`.
+        KeyPanicRelease,
+        /// `core.handed_back.lock()`.
+        HbLock,
+        HbRelease,
+        HbPush,
+        HbUnlock,
+        /// Returned (the done message is sent).
+        Done,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    struct Worker {
+        pc: Pc,
+        word: Word,
+        /// The job this worker is responsible for (from `recv` until it is
+        /// counted, pushed, or the worker exits).
+        cur: Option<u8>,
+        /// Whether the job value itself is still in the worker's hands.
+        has_job: bool,
+        /// `me.key`.
+        key: Option<u8>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    enum Jpc {
+        Trigger,
+        Hard,
+        Seal(usize),
+        List,
+        Drain,
+        Read,
+        Done,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    enum Lock {
+        Free,
+        Worker(usize),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    struct State {
+        workers: Vec<Worker>,
+        jpc: Jpc,
+        soft: bool,
+        hard: bool,
+        queue: Vec<u8>,
+        list: Vec<u8>,
+        lock: Lock,
+        // History the checks read, per job.
+        ran: Vec<u8>,
+        dropped: Vec<u8>,
+        counted: Vec<u8>,
+        /// The counters as the joiner's read saw them.
+        snapshot: Option<Vec<u8>>,
+        /// The job was in a worker's hands when the joiner sealed it.
+        held_at_seal: Vec<bool>,
+        /// A worker took the job off the queue after it was sealed.
+        taken_after_seal: Vec<bool>,
+        handed_back: Vec<u8>,
+        explicit: Vec<u8>,
+    }
+
+    fn must_stop(s: &State, c: &Config) -> bool {
+        s.hard || (c.hand_back && s.soft)
+    }
+
+    /// Ends worker `i` (`return`): a job still in hand is dropped.
+    fn exit(s: &mut State, i: usize) {
+        let w = &mut s.workers[i];
+        if w.has_job {
+            s.dropped[w.cur.expect("a job in hand") as usize] += 1;
+        }
+        w.has_job = false;
+        w.cur = None;
+        w.pc = Pc::Done;
+    }
+
+    /// The successors of worker `i`'s next step (empty: blocked or done).
+    fn worker_step(s: &State, c: &Config, i: usize) -> Result<Vec<State>, String> {
+        let mut n = s.clone();
+        let pc = s.workers[i].pc;
+        let job = s.workers[i].cur;
+        match pc {
+            Pc::Done => return Ok(vec![]),
+            Pc::Top => {
+                if must_stop(s, c) {
+                    exit(&mut n, i);
+                } else {
+                    n.workers[i].pc = Pc::Recv;
+                }
+            }
+            Pc::Recv => {
+                // The queue is closed (the joiner seals only after
+                // `stop_accepting`; `submitted` is final): empty → return.
+                if n.queue.is_empty() {
+                    exit(&mut n, i);
+                } else {
+                    let j = n.queue.remove(0);
+                    if n.workers[i].word.sealed {
+                        n.taken_after_seal[j as usize] = true;
+                    }
+                    let w = &mut n.workers[i];
+                    (w.cur, w.has_job, w.pc) = (Some(j), true, Pc::AfterRecv);
+                }
+            }
+            Pc::AfterRecv => {
+                n.workers[i].pc = if !c.key && !must_stop(s, c) {
+                    Pc::TakeAndRun
+                } else {
+                    Pc::Take
+                };
+            }
+            Pc::TakeAndRun => {
+                if n.workers[i].word.cas(St::Idle, St::Running) {
+                    n.workers[i].pc = Pc::RunJob;
+                } else {
+                    exit(&mut n, i);
+                }
+            }
+            Pc::Take => {
+                if n.workers[i].word.cas(St::Idle, St::Held) {
+                    n.workers[i].pc = Pc::AfterTake;
+                } else {
+                    exit(&mut n, i);
+                }
+            }
+            Pc::AfterTake => {
+                n.workers[i].pc = if must_stop(s, c) {
+                    if c.variant == Variant::HandBackWithoutLock {
+                        Pc::HbRelease
+                    } else {
+                        Pc::HbLock
+                    }
+                } else if c.key {
+                    Pc::Key
+                } else {
+                    Pc::Run
+                };
+            }
+            Pc::Key => {
+                let mut ok = n.clone();
+                ok.workers[i].key = job;
+                ok.workers[i].pc = Pc::Run;
+                if !c.key_panics {
+                    return Ok(vec![ok]);
+                }
+                let w = &mut n.workers[i];
+                w.has_job = false;
+                w.pc = Pc::KeyPanicRelease;
+                n.dropped[job.unwrap() as usize] += 1;
+                return Ok(vec![ok, n]);
+            }
+            Pc::Run => {
+                if n.workers[i].word.cas(St::Held, St::Running) {
+                    n.workers[i].pc = Pc::RunJob;
+                } else {
+                    exit(&mut n, i);
+                }
+            }
+            Pc::RunJob => {
+                let j = job.unwrap() as usize;
+                n.ran[j] += 1;
+                n.dropped[j] += 1; // the job function consumed it
+                n.workers[i].has_job = false;
+                n.workers[i].pc = if c.variant == Variant::BumpBeforeFinish {
+                    Pc::Bump
+                } else {
+                    Pc::Finish
+                };
+            }
+            Pc::Finish => {
+                if !n.workers[i].word.cas(St::Running, St::Idle) {
+                    exit(&mut n, i);
+                } else if c.variant == Variant::BumpBeforeFinish {
+                    n.workers[i].cur = None;
+                    n.workers[i].pc = Pc::Top;
+                } else {
+                    n.workers[i].pc = Pc::Bump;
+                }
+            }
+            Pc::Bump => {
+                n.counted[job.unwrap() as usize] += 1;
+                if c.variant == Variant::BumpBeforeFinish {
+                    n.workers[i].pc = Pc::Finish;
+                } else {
+                    n.workers[i].cur = None;
+                    n.workers[i].pc = Pc::Top;
+                }
+            }
+            Pc::KeyPanicRelease => {
+                if n.workers[i].word.cas(St::Held, St::Idle) {
+                    n.workers[i].pc = Pc::Bump;
+                } else {
+                    exit(&mut n, i);
+                }
+            }
+            Pc::HbLock => {
+                if s.lock != Lock::Free {
+                    return Ok(vec![]);
+                }
+                n.lock = Lock::Worker(i);
+                n.workers[i].pc = Pc::HbRelease;
+            }
+            Pc::HbRelease => {
+                n.workers[i].pc = if n.workers[i].word.cas(St::Held, St::Idle) {
+                    Pc::HbPush
+                } else {
+                    Pc::HbUnlock
+                };
+            }
+            Pc::HbPush => {
+                n.list.push(job.unwrap());
+                let w = &mut n.workers[i];
+                (w.has_job, w.cur, w.pc) = (false, None, Pc::HbUnlock);
+            }
+            Pc::HbUnlock => {
+                if n.lock == Lock::Worker(i) {
+                    n.lock = Lock::Free;
+                }
+                exit(&mut n, i);
+            }
+        }
+        Ok(vec![n])
+    }
+
+    /// The successors of the joiner's next step: the trigger, the hard
+    /// stop, then `PoolCore::seal`'s three steps.
+    fn joiner_step(s: &State, c: &Config) -> Result<Vec<State>, String> {
+        let mut n = s.clone();
+        let list_first = c.variant == Variant::ListBeforeSeal;
+        match s.jpc {
+            Jpc::Done => return Ok(vec![]),
+            Jpc::Trigger => {
+                n.soft = true;
+                n.jpc = Jpc::Hard;
+            }
+            Jpc::Hard => {
+                n.hard = true;
+                n.jpc = if list_first { Jpc::List } else { Jpc::Seal(0) };
+            }
+            Jpc::Seal(i) if i == c.workers => {
+                n.jpc = if list_first { Jpc::Drain } else { Jpc::List };
+            }
+            Jpc::Seal(i) => {
+                n.jpc = Jpc::Seal(i + 1);
+                if c.variant == Variant::NoSeal {
+                    return Ok(vec![n]);
+                }
+                let seal = |mut n: State| -> Result<State, String> {
+                    if let Some(j) = n.workers[i].cur {
+                        n.held_at_seal[j as usize] = true;
+                    }
+                    let w = &mut n.workers[i];
+                    match w.word.seal() {
+                        Some(St::Held) | Some(St::Running) => {
+                            let Some(j) = w.cur else {
+                                return Err(format!(
+                                    "worker {i} sealed in {:?} with no job",
+                                    w.word
+                                ));
+                            };
+                            // A seal that finds RUNNING reports `me.key`.
+                            if c.key && w.word.st == St::Running && w.key != Some(j) {
+                                return Err(format!("worker {i}: key {:?} for job {j}", w.key));
+                            }
+                            n.explicit.push(j);
+                        }
+                        Some(St::Idle) | None => {}
+                    }
+                    Ok(n)
+                };
+                if s.workers[i].pc == Pc::Done {
+                    // Exited: the joiner skips it if it took the done
+                    // message, and seals it harmlessly if not yet.
+                    let skipped = n.clone();
+                    return Ok(vec![skipped, seal(n)?]);
+                }
+                return Ok(vec![seal(n)?]);
+            }
+            Jpc::List => {
+                if s.lock != Lock::Free {
+                    return Ok(vec![]); // waits for the worker's lock
+                }
+                n.handed_back.append(&mut n.list);
+                n.jpc = if list_first { Jpc::Seal(0) } else { Jpc::Drain };
+            }
+            Jpc::Drain => {
+                if n.queue.is_empty() {
+                    n.jpc = Jpc::Read;
+                } else {
+                    let j = n.queue.remove(0);
+                    n.handed_back.push(j);
+                }
+            }
+            Jpc::Read => {
+                n.snapshot = Some(n.counted.clone());
+                n.jpc = Jpc::Done;
+            }
+        }
+        Ok(vec![n])
+    }
+
+    /// Exactly one bucket per job, at the end of a schedule.
+    fn check_final(s: &State, c: &Config) -> Result<(), String> {
+        if s.workers.iter().any(|w| w.pc != Pc::Done) || s.jpc != Jpc::Done {
+            return Err("deadlock: nothing can step".into());
+        }
+        let snapshot = s.snapshot.as_ref().expect("read");
+        let jobs = c.jobs as usize;
+        let mut back = vec![0u8; jobs];
+        for &j in &s.handed_back {
+            back[j as usize] += 1;
+        }
+        let mut counted_total = 0;
+        for j in 0..jobs {
+            let (counted, hb, ran) = (snapshot[j], back[j], s.ran[j]);
+            if counted > 1 || hb > 1 || counted + hb > 1 {
+                return Err(format!("job {j}: counted {counted}, handed back {hb}"));
+            }
+            if ran > 1 {
+                return Err(format!("job {j} ran {ran} times"));
+            }
+            if hb == 1 && (ran > 0 || s.counted[j] > 0) {
+                return Err(format!("job {j} handed back and ran or counted"));
+            }
+            // Handed back ones are dropped by the caller.
+            if s.dropped[j] + hb != 1 {
+                return Err(format!("job {j} dropped {} times", s.dropped[j] + hb));
+            }
+            counted_total += counted + hb;
+            let abandoned = counted + hb == 0;
+            // Abandoned: it went down with a worker the joiner gave up on.
+            // (`strict`: held at the seal, as `PoolReport::abandoned` and
+            // `slot.rs` say; see the ignored test below.)
+            let with_sealed = s.held_at_seal[j] || (!c.strict && s.taken_after_seal[j]);
+            if abandoned && !with_sealed {
+                return Err(format!(
+                    "job {j} abandoned by difference, but it was not in a sealed worker's hands \
+                     (taken off the queue after the seal: {})",
+                    s.taken_after_seal[j]
+                ));
+            }
+            if s.explicit.contains(&(j as u8)) && !abandoned {
+                return Err(format!("job {j} abandoned by the seal and also counted"));
+            }
+        }
+        if counted_total as usize > jobs {
+            return Err("submitted < counted".into());
+        }
+        if !s.list.is_empty() {
+            return Err(format!("jobs {:?} left in the hand-back list", s.list));
+        }
+        Ok(())
+    }
+
+    fn dfs(
+        s: &State,
+        c: &Config,
+        memo: &mut HashMap<State, u64>,
+        trace: &mut Vec<String>,
+    ) -> Result<u64, String> {
+        if let Some(&n) = memo.get(s) {
+            return Ok(n);
+        }
+        let mut next = Vec::new();
+        for i in 0..c.workers {
+            let pc = s.workers[i].pc;
+            next.extend(
+                worker_step(s, c, i)?
+                    .into_iter()
+                    .map(|n| (format!("w{i}:{pc:?}"), n)),
+            );
+        }
+        let jpc = s.jpc;
+        next.extend(
+            joiner_step(s, c)?
+                .into_iter()
+                .map(|n| (format!("j:{jpc:?}"), n)),
+        );
+        let mut paths = 0u64;
+        if next.is_empty() {
+            check_final(s, c).map_err(|e| format!("{e}\n  schedule: {}", trace.join(" ")))?;
+            paths = 1;
+        }
+        for (label, n) in next {
+            trace.push(label);
+            paths += dfs(&n, c, memo, trace)?;
+            trace.pop();
+        }
+        memo.insert(s.clone(), paths);
+        Ok(paths)
+    }
+
+    /// Explores every schedule of `c`; returns how many there are, or the
+    /// first violation with its schedule.
+    pub(super) fn check(c: &Config) -> Result<u64, String> {
+        let jobs = c.jobs as usize;
+        let worker = Worker {
+            pc: Pc::Top,
+            word: Word {
+                sealed: false,
+                st: St::Idle,
+            },
+            cur: None,
+            has_job: false,
+            key: None,
+        };
+        let s = State {
+            workers: vec![worker; c.workers],
+            jpc: Jpc::Trigger,
+            soft: false,
+            hard: false,
+            queue: (0..c.jobs).collect(),
+            list: Vec::new(),
+            lock: Lock::Free,
+            ran: vec![0; jobs],
+            dropped: vec![0; jobs],
+            counted: vec![0; jobs],
+            snapshot: None,
+            held_at_seal: vec![false; jobs],
+            taken_after_seal: vec![false; jobs],
+            handed_back: Vec::new(),
+            explicit: Vec::new(),
+        };
+        dfs(&s, c, &mut HashMap::new(), &mut Vec::new())
+    }
+
+    /// Every configuration: 1–2 workers, 1–3 jobs, no key / a key / a key
+    /// that may panic, Finish / HandBack.
+    pub(super) fn configs(variant: Variant) -> Vec<Config> {
+        let mut out = Vec::new();
+        for workers in 1..=2 {
+            for jobs in 1..=3 {
+                for (key, key_panics) in [(false, false), (true, false), (true, true)] {
+                    for hand_back in [false, true] {
+                        out.push(Config {
+                            workers,
+                            jobs,
+                            key,
+                            key_panics,
+                            hand_back,
+                            variant,
+                            strict: false,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn model_every_interleaving_puts_every_job_in_exactly_one_bucket() {
+    let mut total = 0u64;
+    for c in model::configs(model::Variant::Faithful) {
+        match model::check(&c) {
+            Ok(n) => total += n,
+            Err(e) => panic!("{c:?}: {e}"),
+        }
+    }
+    println!("{total} schedules checked");
+    assert!(total > 10_000, "the model explores too little: {total}");
+}
+
+#[test]
+fn model_catches_each_broken_variant_of_the_protocol() {
+    use model::Variant::*;
+    for variant in [
+        ListBeforeSeal,
+        HandBackWithoutLock,
+        BumpBeforeFinish,
+        NoSeal,
+    ] {
+        let caught = model::configs(variant)
+            .iter()
+            .find_map(|c| model::check(c).err().map(|e| format!("{c:?}: {e}")));
+        match caught {
+            Some(e) => println!("{variant:?} caught: {e}"),
+            None => panic!("{variant:?}: no violation found"),
+        }
+    }
+}
+
+/// `PoolReport::abandoned` says "jobs a worker held when the runtime gave
+/// up on it", and `slot.rs` that a job counted by difference "really was
+/// on a thread that had not finished with it when the runtime gave up".
+/// Not so for a job a sealed worker takes off the queue *after* its seal:
+/// see the report's bug note. The strict check finds the schedule.
+#[test]
+#[ignore = "bug: a worker sealed while IDLE can still recv a queued job after the seal (pool.rs worker_loop: must_stop check, then try_recv; slot.rs take fails), which is dropped unrun and counted abandoned instead of handed back"]
+fn model_an_abandoned_job_was_in_a_worker_s_hands_at_its_seal() {
+    for mut c in model::configs(model::Variant::Faithful) {
+        c.strict = true;
+        if let Err(e) = model::check(&c) {
+            panic!("{c:?}: {e}");
+        }
+    }
+}
