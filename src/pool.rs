@@ -234,6 +234,7 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
                 .map(|(i, n)| WorkerState::new(first + i, n.clone(), epoch))
                 .collect(),
             sealed: Mutex::new(None),
+            late: Mutex::new(Vec::new()),
         });
         // The first submitter exists before any worker runs, so a failed
         // start closes the (empty) pool by dropping it.
@@ -377,8 +378,10 @@ struct SealState<T> {
     succeeded: u64,
     failed: u64,
     panicked: u64,
-    /// Handed back by workers and left in the queue, in submission order.
+    /// Handed back by workers and left in the queue, in submission order,
+    /// and their sequence numbers.
     jobs: Vec<T>,
+    seqs: Vec<u64>,
     stuck: Vec<StuckThread>,
     abandoned_keys: Vec<String>,
 }
@@ -402,6 +405,12 @@ struct PoolCore<T> {
     errors: Mutex<Vec<JobError>>,
     workers: Vec<WorkerState>,
     sealed: Mutex<Option<SealState<T>>>,
+    /// Jobs a sealed worker still had in its hands and never started: taken
+    /// off the queue after (or just before) the seal, or held while its key
+    /// function ran. They were counted abandoned by difference at the seal;
+    /// the report, made after the release hooks, moves the ones that came
+    /// back by then to handed back. A job pushed later stays abandoned.
+    late: Mutex<Vec<Sequenced<T>>>,
 }
 
 impl<T> PoolCore<T> {
@@ -466,6 +475,7 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
         let mut back = std::mem::take(&mut *self.handed_back.lock());
         back.extend(self.rx.try_iter());
         back.sort_by_key(|&(seq, _)| seq);
+        let (seqs, jobs): (Vec<u64>, Vec<T>) = back.into_iter().unzip();
         // 3. The counters, read once, after the seal.
         let sum = |f: fn(&WorkerState) -> &AtomicU64| -> u64 {
             self.workers
@@ -478,17 +488,29 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
             succeeded: sum(|w| &w.succeeded),
             failed: sum(|w| &w.failed),
             panicked: sum(|w| &w.panicked),
-            jobs: back.into_iter().map(|(_, job)| job).collect(),
+            jobs,
+            seqs,
             stuck,
             abandoned_keys,
         });
     }
 
     fn report(&self, _threads: &dyn ThreadView, report: &mut Report) {
-        let Some(s) = self.sealed.lock().take() else {
+        let Some(mut s) = self.sealed.lock().take() else {
             debug_assert!(false, "report before seal");
             return;
         };
+        // Jobs sealed workers gave back since the seal never ran: they go
+        // back to the caller rather than count as abandoned (they were in
+        // none of the seal's buckets, so the difference below shrinks by as
+        // many). Merged by sequence number into queue order.
+        let late = std::mem::take(&mut *self.late.lock());
+        if !late.is_empty() {
+            let mut all: Vec<Sequenced<T>> = s.seqs.drain(..).zip(s.jobs.drain(..)).collect();
+            all.extend(late);
+            all.sort_by_key(|&(seq, _)| seq);
+            (s.seqs, s.jobs) = all.into_iter().unzip();
+        }
         // Key functions are user code: they run here, after every unit was
         // sealed and the release hooks ran, so a slow one delays only the
         // report, not anyone's stuck verdict.
@@ -566,7 +588,8 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
         if core.key.is_none() && !must_stop() {
             // The common path: one CAS into RUNNING.
             let Some(running) = me.slot.take_and_run() else {
-                return; // sealed: the job is abandoned
+                core.late.lock().push((seq, job)); // sealed: never started
+                return;
             };
             let outcome = catch(|| (core.job_fn)(job, token));
             let outcome = Outcome::of(outcome);
@@ -577,7 +600,8 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
             continue;
         }
         let Some(held) = me.slot.take() else {
-            return; // sealed
+            core.late.lock().push((seq, job)); // sealed: never started
+            return;
         };
         if must_stop() {
             // The stop began while we waited: give the job back. Under the
@@ -586,6 +610,9 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
             let mut list = core.handed_back.lock();
             if me.slot.release(held) {
                 list.push((seq, job));
+            } else {
+                drop(list);
+                core.late.lock().push((seq, job)); // sealed in HELD
             }
             return;
         }
@@ -606,7 +633,9 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
         };
         *me.key.lock() = key.clone();
         let Some(running) = me.slot.run(held) else {
-            return; // sealed while the key function ran: abandoned
+            // Sealed while the key function ran: the job never started.
+            core.late.lock().push((seq, job));
+            return;
         };
         let outcome = Outcome::of(catch(|| (core.job_fn)(job, token)));
         if !me.slot.finish(running) {

@@ -138,7 +138,9 @@ pub struct PoolReport {
     pub handed_back: u64,
     /// Jobs a worker held when the runtime gave up on it at the end of the
     /// kill grace: running, or taken and not yet started. Their outcome is
-    /// unknown; they may still finish on the detached thread.
+    /// unknown; they may still finish on the detached thread. (A job such a
+    /// worker took but had not started and gave back before the report was
+    /// made is handed back instead.)
     pub abandoned: u64,
     /// Keys of the handed-back jobs, in queue order (empty without a key
     /// function).

@@ -266,7 +266,10 @@ impl fmt::Debug for Runtime {
             .field("threads", &self.reg.threads.next_id())
             .field("grace", &self.grace)
             .field("kill_grace", &self.kill_grace)
-            .field("signals", &self.registration.as_ref().map(Registration::hooked))
+            .field(
+                "signals",
+                &self.registration.as_ref().map(Registration::hooked),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -44,6 +44,15 @@
 //! way really was on a thread that had not finished with it when the runtime
 //! gave up: the meaning of abandoned.
 //!
+//! A sealed worker whose CAS fails while it holds a job that never started
+//! (`take`, `take_and_run`, `run` or `release` failed) gives the job to the
+//! pool's late list instead of dropping it. The report, made after the
+//! release hooks, moves what arrived there by then from abandoned to handed
+//! back (those jobs were in none of the seal's buckets, so the identity
+//! still holds); one that arrives later stays abandoned. That covers a
+//! worker descheduled across the seal between its last stop check and its
+//! `recv`: it takes a job that was still queued when the joiner sealed it.
+//!
 //! # Orderings
 //!
 //! The worker's CASes are `AcqRel`: `Release` publishes the key it stored
