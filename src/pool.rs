@@ -547,7 +547,7 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
             errors: std::mem::take(&mut *self.errors.lock()),
         });
         report.stuck.extend(s.stuck);
-        report.put_handed_back(self.id, s.jobs);
+        report.put_handed_back(self.id, &self.queue.name, s.jobs);
     }
 }
 

@@ -446,15 +446,17 @@ impl Report {
     }
 
     /// Stores a pool's handed-back jobs for [`take_handed_back`](Report::take_handed_back).
-    pub(crate) fn put_handed_back<T: Send + 'static>(&mut self, pool: PoolId<T>, jobs: Vec<T>) {
-        let name = self
-            .pools
-            .last()
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        self.jobs
-            .0
-            .push((pool.raw(), name, Mutex::new(Some(Box::new(jobs)))));
+    pub(crate) fn put_handed_back<T: Send + 'static>(
+        &mut self,
+        pool: PoolId<T>,
+        name: &str,
+        jobs: Vec<T>,
+    ) {
+        self.jobs.0.push((
+            pool.raw(),
+            name.to_owned(),
+            Mutex::new(Some(Box::new(jobs))),
+        ));
     }
 
     /// Returns `true` if the drain needed the hard stop: a thread was still
@@ -684,7 +686,7 @@ mod tests {
         );
         r.pools.push(pool);
         let id = PoolId::fresh();
-        r.put_handed_back(id, jobs);
+        r.put_handed_back(id, "p", jobs);
         r.exit_code = r.compute_exit_code(ExitCodes::default());
         (r, id)
     }
