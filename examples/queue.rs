@@ -64,7 +64,8 @@
 //! # Output
 //!
 //! Stdout carries `ready` once the signal handler is installed, the
-//! reclaim is done and the feeder and workers run, `phase <name>` at each
+//! reclaim is done and the feeder and workers run, `queue full` the first
+//! time the feeder finds the pool's queue full, `phase <name>` at each
 //! transition, `run <id>` as each job begins (with `--print-runs`), `empty`
 //! when `--until-empty` finds nothing left to do, and at the end
 //! `queue pending=<n> claimed=<n> done=<n> failed=<n>`, the table's counts
@@ -109,7 +110,7 @@ use clap::{Parser, ValueEnum};
 use crossbeam_channel::{after, never, select, Receiver, Sender};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, TransactionBehavior};
-use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Submitter, Token};
+use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Submitter, Token, TrySubmitError};
 
 /// A consumer of a durable job queue in SQLite, with a graceful stop:
 /// Ctrl-C once drains and puts unfinished jobs back, twice exits at once.
@@ -667,6 +668,7 @@ fn feed(
     poll: Duration,
 ) -> anyhow::Result<()> {
     let mut conn = open(&cx.db, cx.busy_timeout)?;
+    let said_full = &mut false;
     loop {
         if token.is_stopping() {
             return Ok(());
@@ -694,19 +696,28 @@ fn feed(
         }
         let mut rest = jobs.into_iter();
         while let Some(job) = rest.next() {
-            if let Err(refused) = submitter.submit(job) {
-                // The stop: this job and the rest of the batch never reach
-                // a worker; back to pending at once.
-                let ids: Vec<i64> = std::iter::once(refused.into_inner())
-                    .chain(rest)
-                    .map(|j| j.id)
-                    .collect();
-                cx.in_flight.fetch_sub(ids.len(), Ordering::Relaxed);
-                for id in put_back(&mut conn, &ids, cx.me)? {
-                    cx.ledger.log(format_args!("unsubmitted {id}"));
+            let refused = match submitter.try_submit(job) {
+                Ok(()) => continue,
+                Err(TrySubmitError::Full(job)) => {
+                    if !*said_full {
+                        *said_full = true;
+                        say(format_args!("queue full"));
+                    }
+                    match submitter.submit(job) {
+                        Ok(()) => continue,
+                        Err(refused) => refused.into_inner(),
+                    }
                 }
-                return Ok(());
+                Err(refused) => refused.into_inner(),
+            };
+            // The stop: this job and the rest of the batch never reach a
+            // worker; back to pending at once.
+            let ids: Vec<i64> = std::iter::once(refused).chain(rest).map(|j| j.id).collect();
+            cx.in_flight.fetch_sub(ids.len(), Ordering::Relaxed);
+            for id in put_back(&mut conn, &ids, cx.me)? {
+                cx.ledger.log(format_args!("unsubmitted {id}"));
             }
+            return Ok(());
         }
     }
 }
