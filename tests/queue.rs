@@ -425,30 +425,31 @@ fn random_stops_round(seed: u64) {
 
 /// Starts a run whose two workers are each in a long job (their `run`
 /// lines seen) and whose feeder waits with a claimed batch on a full queue
-/// (`queue full`), sends SIGTERM, and returns the run, its exit and the
-/// child.
-fn sigterm_mid_job(queue: &mut Queue, args: &[&str]) -> (usize, Exit, Child) {
+/// (`queue full`), sends SIGTERM, and returns the run, its exit, the time
+/// from just before the signal to the exit, and the child.
+fn sigterm_mid_job(queue: &mut Queue, args: &[&str]) -> (usize, Exit, Duration, Child) {
     let mut argv = vec!["--workers", "2", "--work", "60s", "--print-runs"];
     argv.extend_from_slice(args);
     let (run, mut child) = queue.start(&argv);
     child.expect_line("run 1", HANG);
     child.expect_line("run 2", HANG);
     child.expect_line("queue full", HANG);
+    let sent = Instant::now();
     child.signal(Signal::SIGTERM);
     let exit = child.wait_exit(HANG);
-    (run, exit, child)
+    (run, exit, sent.elapsed(), child)
 }
 
 #[test]
 fn sigterm_during_long_jobs_with_a_short_grace_puts_every_claimed_job_back() {
     let mut queue = Queue::seeded(20);
-    let (run, exit, child) = sigterm_mid_job(
+    let (run, exit, took, child) = sigterm_mid_job(
         &mut queue,
         &["--grace-ms", "300", "--kill-grace-ms", "5000"],
     );
     // The hard stop cut the two jobs: exit code 1, not before the grace.
     assert_eq!(exit.code, Some(1), "{}", child.stderr_text());
-    assert!(exit.waited >= Duration::from_millis(300), "{exit:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
     let report = queue.report(run);
     assert_eq!(report["hard_stopped"], true);
     assert_eq!(report["pools"][0]["failed"], 2, "{report}");
@@ -488,7 +489,7 @@ fn sigterm_during_long_jobs_with_a_short_grace_puts_every_claimed_job_back() {
 #[test]
 fn jobs_whose_threads_are_stuck_at_the_deadline_are_put_back_from_the_report() {
     let mut queue = Queue::seeded(10);
-    let (run, exit, child) = sigterm_mid_job(
+    let (run, exit, _, child) = sigterm_mid_job(
         &mut queue,
         &["--deaf", "--grace-ms", "200", "--kill-grace-ms", "200"],
     );
@@ -579,4 +580,44 @@ fn on_start_only_the_claims_of_processes_that_are_gone_are_reclaimed() {
     assert_eq!(rows[&2].state, "claimed");
     assert_eq!(rows[&2].owner, Some(alive));
     assert!(rows.iter().all(|(id, r)| *id == 2 || r.state == "done"));
+}
+
+#[test]
+fn two_consumers_on_one_database_never_run_the_same_job() {
+    const JOBS: i64 = 400;
+    let mut queue = Queue::seeded(JOBS);
+    let args = [
+        "--until-empty",
+        "--workers",
+        "3",
+        "--batch",
+        "2",
+        "--work",
+        "0-2ms",
+    ];
+    let (a, mut first) = queue.start(&args);
+    let (b, mut second) = queue.start(&args);
+    assert_eq!(
+        first.wait_exit(HANG).code,
+        Some(0),
+        "{}",
+        first.stderr_text()
+    );
+    assert_eq!(
+        second.wait_exit(HANG).code,
+        Some(0),
+        "{}",
+        second.stderr_text()
+    );
+    let (a, b) = (queue.ledger(a), queue.ledger(b));
+    // Each claim is one `BEGIN IMMEDIATE` transaction: the two ledgers
+    // split the jobs, with no job in both.
+    let both: Vec<_> = a.set("run").intersection(&b.set("run")).copied().collect();
+    assert!(both.is_empty(), "run by both consumers: {both:?}");
+    let mut runs = a.ids("run").to_vec();
+    runs.extend_from_slice(b.ids("run"));
+    runs.sort_unstable();
+    assert_eq!(runs, (1..=JOBS).collect::<Vec<_>>());
+    assert_eq!(queue.count("done"), JOBS as usize);
+    println!("split {} / {}", a.ids("run").len(), b.ids("run").len());
 }
