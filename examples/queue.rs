@@ -79,8 +79,9 @@
 //! claim <id>            claimed by the feeder
 //! run <id>              the job's effect: it ran (once per execution)
 //! done <id>             marked done (after the commit)
-//! fail <id> <state>     returned Err: now pending again or failed
-//! panic <id> <state>    panicked: now pending again or failed
+//! fail <id> <state>     returned Err: now pending again or failed (or
+//!                       lost: no longer this process's claim)
+//! panic <id> <state>    panicked: likewise
 //! interrupted <id>      cut by the hard stop: put back to pending
 //! lost <id>             no longer this process's claim when it finished
 //! unsubmitted <id>      refused by the pool at the stop: put back
@@ -629,8 +630,11 @@ fn run_job(conn: &mut Connection, cx: &Context, job: Job, token: &Token) -> anyh
             Ok(())
         }
         Ok(Ok(Ran::Interrupted)) => {
-            put_back(conn, &[id], cx.me)?;
-            cx.ledger.log(format_args!("interrupted {id}"));
+            if put_back(conn, &[id], cx.me)?.is_empty() {
+                cx.ledger.log(format_args!("lost {id}"));
+            } else {
+                cx.ledger.log(format_args!("interrupted {id}"));
+            }
             Err(anyhow!(
                 "job {id}: cut by the hard stop, put back to pending"
             ))
