@@ -551,8 +551,9 @@ impl Runtime {
                 .last_exit()
                 .map_or(Duration::ZERO, |t| t.saturating_duration_since(triggered))
         });
+        #[cfg(feature = "tracing")]
         match drain_latency {
-            Some(_d) => event!(info, drain_latency_ms = crate::event::ms(_d), "drained"),
+            Some(d) => event!(info, drain_latency_ms = crate::event::ms(d), "drained"),
             None => event!(
                 warn,
                 stuck = joiner.alive(),
