@@ -78,11 +78,54 @@ fn run_one(kind: HookKind, hook: Hook) -> HookReport {
             outcome
         }
     };
-    HookReport {
+    let report = HookReport {
         name,
         kind,
         outcome,
         elapsed: start.elapsed(),
+    };
+    log(&report, budget);
+    report
+}
+
+/// The hook's event: `debug` when it went well, `warn` otherwise.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+fn log(report: &HookReport, budget: std::time::Duration) {
+    let kind = match report.kind {
+        HookKind::StopAccepting => "stop_accepting",
+        HookKind::Release => "release",
+    };
+    match &report.outcome {
+        HookOutcome::Ok => event!(
+            debug,
+            hook = %report.name,
+            kind,
+            elapsed_ms = crate::event::ms(report.elapsed),
+            "hook done"
+        ),
+        HookOutcome::TimedOut => event!(
+            warn,
+            hook = %report.name,
+            kind,
+            budget_ms = crate::event::ms(budget),
+            "hook overran its budget: left running, the next one starts"
+        ),
+        HookOutcome::Failed(error) => event!(
+            warn,
+            hook = %report.name,
+            kind,
+            error = %error,
+            elapsed_ms = crate::event::ms(report.elapsed),
+            "hook failed"
+        ),
+        HookOutcome::Panicked(panic) => event!(
+            error,
+            hook = %report.name,
+            kind,
+            panic = %panic,
+            elapsed_ms = crate::event::ms(report.elapsed),
+            "hook panicked"
+        ),
     }
 }
 

@@ -192,6 +192,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+#[macro_use]
+mod event;
 mod hooks;
 mod join;
 mod phase;

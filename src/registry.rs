@@ -107,11 +107,20 @@ impl Registry {
         let outcome = OutcomeSlot::default();
         let token = self.token();
         let slot = outcome.clone();
+        #[cfg(feature = "tracing")]
+        let thread = name.clone();
         let body = move || {
             let result = match catch(|| f(token)) {
                 Ok(Ok(())) => ThreadOutcome::Returned,
-                Ok(Err(e)) => ThreadOutcome::Failed(format!("{e:#}")),
-                Err(panic) => ThreadOutcome::Panicked(panic),
+                Ok(Err(e)) => {
+                    let message = format!("{e:#}");
+                    event!(warn, thread = %thread, error = %message, "background thread failed");
+                    ThreadOutcome::Failed(message)
+                }
+                Err(panic) => {
+                    event!(error, thread = %thread, panic = %panic, "background thread panicked");
+                    ThreadOutcome::Panicked(panic)
+                }
             };
             *slot.lock() = Some(result);
         };

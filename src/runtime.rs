@@ -399,6 +399,7 @@ impl Runtime {
     }
 
     fn notify(&self, phase: Phase) {
+        event!(info, phase = phase.name(), "phase");
         if let Some(f) = &self.on_phase {
             let _ = catch(|| f(phase));
         }
@@ -414,6 +415,13 @@ impl Runtime {
 
         // Running → the trigger.
         let (reason, triggered) = self.wait_for_trigger(&mut joiner);
+        event!(
+            info,
+            reason = %reason,
+            ran_for_ms = crate::event::ms(triggered.saturating_duration_since(self.started)),
+            grace_ms = crate::event::ms(self.grace),
+            "stop begun"
+        );
         // The trigger stops the root before it moves the phase word; we may
         // have woken in between. Whoever moves it first wins (a CAS), so
         // every later transition starts from `StopAccepting`.
@@ -478,6 +486,7 @@ impl Runtime {
         shared.clear_units();
         report.timings.total = triggered.elapsed();
         report.exit_code = report.compute_exit_code(self.exit_codes);
+        log_outcome(&report);
         report
     }
 
@@ -522,6 +531,12 @@ impl Runtime {
         joiner.wait_until(deadline);
         let mut hard_stop = None;
         if joiner.alive() > 0 {
+            event!(
+                warn,
+                still_running = joiner.alive(),
+                grace_ms = crate::event::ms(self.grace),
+                "drain deadline passed: hard stop; threads still running get the kill grace"
+            );
             self.enter(Phase::Draining, Phase::HardStop);
             self.reg.shared.root.stop_hard(reason.clone());
             hard_stop = Some(triggered.elapsed());
@@ -536,6 +551,15 @@ impl Runtime {
                 .last_exit()
                 .map_or(Duration::ZERO, |t| t.saturating_duration_since(triggered))
         });
+        #[cfg(feature = "tracing")]
+        match drain_latency {
+            Some(d) => event!(info, drain_latency_ms = crate::event::ms(d), "drained"),
+            None => event!(
+                warn,
+                stuck = joiner.alive(),
+                "kill grace over: threads still running are detached"
+            ),
+        }
         (hard_stop, drain_latency)
     }
 
@@ -546,6 +570,29 @@ impl Runtime {
         let reports = hooks::run_all(HookKind::Release, hooks);
         (reports, start.elapsed())
     }
+}
+
+/// The report's events: one per stuck thread, then the summary.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+fn log_outcome(report: &Report) {
+    for s in &report.stuck {
+        event!(
+            warn,
+            thread = %s.thread,
+            pool = s.pool.as_deref(),
+            job_key = s.job_key.as_deref(),
+            in_job_ms = s.in_job.map(crate::event::ms),
+            "thread stuck past the deadline: detached"
+        );
+    }
+    event!(
+        info,
+        reason = %report.reason,
+        exit_code = report.exit_code,
+        total_ms = crate::event::ms(report.timings.total),
+        summary = %report,
+        "stopped"
+    );
 }
 
 impl Drop for Runtime {

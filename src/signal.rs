@@ -249,9 +249,47 @@ static ROUTER: Mutex<Router> = Mutex::new(Router::new());
 /// so; a panic is reported and the listener goes on.
 fn deliver(sig: Signal) {
     match catch(|| route(&ROUTER, sig, Instant::now())) {
-        Ok(Outcome::Exit(code)) => force_exit(sig, code),
-        Ok(_) => {}
+        Ok(Outcome::Exit(code)) => {
+            event!(
+                error,
+                signal = sig.name(),
+                code,
+                "second signal: exiting now, without the report"
+            );
+            force_exit(sig, code)
+        }
+        Ok(Outcome::Triggered) => {
+            event!(
+                warn,
+                signal = sig.name(),
+                number = sig.number(),
+                "signal received: stopping gracefully"
+            );
+        }
+        Ok(Outcome::Counted) => {
+            event!(
+                info,
+                signal = sig.name(),
+                number = sig.number(),
+                "signal received while a stop is under way: nothing more to do"
+            );
+        }
+        Ok(Outcome::Duplicate) => {
+            event!(
+                debug,
+                signal = sig.name(),
+                "the same signal again within 100 ms: counted once"
+            );
+        }
+        Ok(Outcome::Unwanted) => {
+            event!(
+                debug,
+                signal = sig.name(),
+                "signal no runtime asks for: left alone"
+            );
+        }
         Err(panic) => {
+            event!(error, signal = sig.name(), panic = %panic, "the signal handler panicked; still listening");
             eprintln!("winddown: the signal handler panicked ({panic}); still listening");
         }
     }
@@ -354,6 +392,21 @@ pub(crate) fn register(
         hook(&mut router, sig)?;
     }
     let id = router.add(target, config, receives.clone());
+    event!(
+        debug,
+        signals = ?receives.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        force_exit = config.force_exit,
+        "signal handling registered"
+    );
+    for sig in &config.set {
+        if config.honor_ignored && inherited.contains(sig) {
+            event!(
+                info,
+                signal = sig.name(),
+                "signal inherited as ignored (nohup, trap ''): left ignored"
+            );
+        }
+    }
     Ok(Registration {
         id,
         hooked: receives,

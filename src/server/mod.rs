@@ -496,7 +496,14 @@ fn accept_loop(shared: &Shared, listener: &Socket, tx: &Sender<Conn>) {
             }
             Err(_) if shared.closing.is_stopping() => break,
             Err(e) if is_transient(&e) => {}
-            Err(_) => {
+            Err(_e) => {
+                event!(
+                    warn,
+                    addr = %shared.addr,
+                    error = %_e,
+                    backoff_ms = crate::event::ms(backoff),
+                    "accept failed; retrying after a pause"
+                );
                 shared.conns.count_accept_error();
                 shared.closing_token.wait_timeout(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -556,6 +563,7 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
     if !shared.config.pre_close_delay.is_zero() {
         token.wait_hard_timeout(shared.config.pre_close_delay);
     }
+    event!(info, addr = %shared.addr, "closing the listener");
     shared
         .closing
         .stop(StopReason::Requested("listener closing".into()));
@@ -574,6 +582,11 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
     }
     loop {
         if token.is_hard_stopping() {
+            event!(
+                warn,
+                addr = %shared.addr,
+                "drain deadline: closing the connections still open, busy ones counted forced"
+            );
             shared.conns.force_all();
             return;
         }
@@ -701,11 +714,25 @@ fn respond(shared: &Shared, request: &Request) -> Response {
     }
     match catch(|| (shared.handler)(request, &shared.token)) {
         Ok(Ok(response)) => response,
-        Ok(Err(_)) => {
+        Ok(Err(_e)) => {
+            event!(
+                warn,
+                addr = %shared.addr,
+                path = request.path(),
+                error = %format!("{_e:#}"),
+                "handler failed: answered 500"
+            );
             shared.conns.count_handler_error(false);
             Response::text(500, "internal server error\n")
         }
-        Err(_) => {
+        Err(_panic) => {
+            event!(
+                error,
+                addr = %shared.addr,
+                path = request.path(),
+                panic = %_panic,
+                "handler panicked: answered 500"
+            );
             shared.conns.count_handler_error(true);
             Response::text(500, "internal server error\n")
         }
