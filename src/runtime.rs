@@ -210,6 +210,16 @@ impl Builder {
     /// a threaded program), so child processes inherit them; remove them
     /// from a child's `Command` with `env_remove`. Turn this off on all but
     /// one runtime if a process builds several.
+    ///
+    /// ```
+    /// // A helper runtime beside the program's main one: leave systemd to
+    /// // the main runtime.
+    /// let _helper = winddown::Runtime::builder()
+    ///     .signals(false)
+    ///     .notify_systemd(false)
+    ///     .build()?;
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
     pub fn notify_systemd(mut self, notify: bool) -> Self {
         self.notify_systemd = notify;
         self
