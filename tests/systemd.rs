@@ -281,6 +281,11 @@ fn batch(manager: &Manager, vars: &[(&str, String)], pid_is_self: bool, args: &[
     )
 }
 
+/// Splits a command line on whitespace.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn is_ready(m: &Msg) -> bool {
     m.has("READY=1")
 }
@@ -291,29 +296,11 @@ fn is_ready(m: &Msg) -> bool {
 fn batch_says_ready_then_stopping_then_extends_past_its_grace_on_sigterm() {
     let (grace, kill_grace, hook_budget, hooks) = (4_000, 500, 700, 2);
     let mut sd = Manager::bind_path();
-    let mut child = batch(
-        &sd,
-        &[],
-        false,
-        &[
-            "--items",
-            "5000",
-            "--work",
-            "1ms",
-            "--workers",
-            "2",
-            "--grace",
-            "4000",
-            "--kill-grace",
-            "500",
-            "--hooks",
-            "2",
-            "--hook-ms",
-            "20",
-            "--hook-budget",
-            "700",
-        ],
+    let flags = format!(
+        "--items 5000 --work 1ms --workers 2 --grace {grace} --kill-grace {kill_grace} \
+         --hooks {hooks} --hook-ms 20 --hook-budget {hook_budget}"
     );
+    let mut child = batch(&sd, &[], false, &words(&flags));
     child.expect_line("ready", HANG);
     let ready = sd.wait_for("READY=1", HANG, is_ready);
     let signalled = Instant::now();
@@ -389,31 +376,11 @@ fn batch_says_ready_then_stopping_then_extends_past_its_grace_on_sigterm() {
 fn a_drain_that_hits_the_deadline_is_extended_at_the_hard_stop_for_the_kill_grace() {
     let (kill_grace, hook_budget) = (600, 500);
     let mut sd = Manager::bind_path();
-    let mut child = batch(
-        &sd,
-        &[],
-        false,
-        &[
-            "--items",
-            "1000",
-            "--work",
-            "1ms",
-            "--workers",
-            "2",
-            "--coop-stuck",
-            "1",
-            "--grace",
-            "300",
-            "--kill-grace",
-            "600",
-            "--hooks",
-            "1",
-            "--hook-ms",
-            "10",
-            "--hook-budget",
-            "500",
-        ],
+    let flags = format!(
+        "--items 1000 --work 1ms --workers 2 --coop-stuck 1 --grace 300 \
+         --kill-grace {kill_grace} --hooks 1 --hook-ms 10 --hook-budget {hook_budget}"
     );
+    let mut child = batch(&sd, &[], false, &words(&flags));
     child.expect_line("ready", HANG);
     child.expect_line("stuck 1", HANG);
     sd.wait_for("READY=1", HANG, is_ready);
@@ -624,22 +591,14 @@ fn a_socket_that_goes_away_mid_run_does_not_break_the_stop() {
 #[cfg(feature = "http")]
 #[test]
 fn the_server_example_speaks_it_too() {
-    let grace = 3_000;
+    let (grace, kill_grace) = (3_000, 500);
     let mut sd = Manager::bind_path();
+    let flags = format!("--addr 127.0.0.1:0 --workers 2 --grace {grace} --kill-grace {kill_grace}");
     let mut child = spawn_with_env(
         &example("server"),
         &[("NOTIFY_SOCKET", sd.env.clone())],
         false,
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--grace",
-            "3000",
-            "--kill-grace",
-            "500",
-        ],
+        &words(&flags),
         &sd.path("stderr"),
     );
     child.expect_line("ready", HANG);
@@ -660,7 +619,7 @@ fn the_server_example_speaks_it_too() {
     assert!(stop.has("STATUS=stopping (signal SIGTERM)"), "{stop:?}");
     let cover = stop.extend().expect("an extension at the trigger");
     assert!(
-        cover + (stop.at - signalled) >= ms(grace) + ms(500) + MARGIN,
+        cover + (stop.at - signalled) >= ms(grace) + ms(kill_grace) + MARGIN,
         "{cover:?}"
     );
     let releasing = index(&log, "STATUS=releasing", |m| m.has("STATUS=releasing"));
