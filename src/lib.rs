@@ -159,6 +159,17 @@
 //! * An accept error (too many open files) pauses the acceptor (5 ms
 //!   doubling to 1 s, cut short by the stop) and serving goes on.
 //!
+//! # systemd
+//!
+//! Started by systemd as a `Type=notify` service (`NOTIFY_SOCKET` set), a
+//! runtime says `READY=1` when [`Runtime::run`] begins, `STOPPING=1` at the
+//! trigger, extends systemd's stop timeout (`EXTEND_TIMEOUT_USEC`) to cover
+//! the grace, kill grace and hook budgets it was given, and sends
+//! `WATCHDOG=1` when `WATCHDOG_USEC` asks for it — from one waiting thread,
+//! with std's datagram socket, no extra dependency. It is the `systemd`
+//! feature, on by default; without `NOTIFY_SOCKET` it does nothing. See
+//! [`Builder::notify_systemd`] for the messages and the opt-out.
+//!
 //! # Limitations
 //!
 //! * SIGKILL cannot be caught; nothing runs.
@@ -180,7 +191,7 @@
 //!
 //! ```text
 //! runtime → pool → registry → shared → unit, join, submit → slot, token, phase, report, reason
-//!        ↘ signal, hooks                                      (server sits on top of runtime)
+//!        ↘ signal, hooks, systemd                             (server sits on top of runtime)
 //! ```
 //!
 //! # Foreign types in the API
@@ -208,6 +219,7 @@ mod shared;
 mod signal;
 mod slot;
 mod submit;
+mod systemd;
 mod thread;
 mod token;
 mod unit;

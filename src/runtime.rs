@@ -22,6 +22,7 @@ use crate::registry::Registry;
 use crate::report::{ExitCodes, HookKind, HookReport, Report, Timings};
 use crate::shared::{Handle, Shared};
 use crate::signal::{self, Registration, SignalConfig, SignalTarget};
+use crate::systemd::{Notifier, StopBudget};
 use crate::thread::catch;
 use crate::token::Token;
 
@@ -64,6 +65,7 @@ pub struct Builder {
     force_exit: bool,
     exit_codes: ExitCodes,
     on_phase: Option<PhaseFn>,
+    notify_systemd: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -77,6 +79,7 @@ impl fmt::Debug for Builder {
             .field("force_exit", &self.force_exit)
             .field("exit_codes", &self.exit_codes)
             .field("on_phase", &self.on_phase.as_ref().map(|_| "<closure>"))
+            .field("notify_systemd", &self.notify_systemd)
             .finish()
     }
 }
@@ -92,6 +95,7 @@ impl Default for Builder {
             force_exit: true,
             exit_codes: ExitCodes::default(),
             on_phase: None,
+            notify_systemd: true,
         }
     }
 }
@@ -176,13 +180,60 @@ impl Builder {
         self
     }
 
+    /// Whether to tell systemd about the run when the process was started
+    /// with `NOTIFY_SOCKET` set (a `Type=notify` service). Default `true`;
+    /// without `NOTIFY_SOCKET` nothing is sent and no thread is started, and
+    /// without the `systemd` feature (on by default) or off Unix this does
+    /// nothing.
+    ///
+    /// When on, a thread named `winddown-systemd` sends, to the socket
+    /// `NOTIFY_SOCKET` names (a path, or on Linux an `@abstract` name):
+    ///
+    /// * `READY=1` with `MAINPID` and `STATUS=running` when [`Runtime::run`]
+    ///   begins (a stop begun during start-up follows at once);
+    /// * `STOPPING=1` and `STATUS=stopping (<reason>)` at the trigger, with
+    ///   `EXTEND_TIMEOUT_USEC` set to the longest the rest of the stop can
+    ///   take: the stop-accepting hooks' budgets + the grace left + the kill
+    ///   grace + the release hooks' budgets + 1 s, so systemd's
+    ///   `TimeoutStopSec=` does not cut a drain the program allows;
+    /// * `STATUS=draining`, `hard_stop`, `releasing` at each of those
+    ///   phases, each with `EXTEND_TIMEOUT_USEC` for what is left from then
+    ///   (a stop with no bound is extended 60 s at a time, every 30 s);
+    /// * `STATUS=stopped: <the report's summary>` before `run` returns;
+    /// * `WATCHDOG=1` every `WATCHDOG_USEC` / 2 from [`build`](Builder::build)
+    ///   until the stop is over, if `WATCHDOG_USEC` is set and
+    ///   `WATCHDOG_PID` is unset or this process's id.
+    ///
+    /// A value that does not parse (or a zero `WATCHDOG_USEC`) is ignored,
+    /// and a message that cannot be sent is dropped: neither fails the
+    /// build or the run. The variables are never unset (that is unsound in
+    /// a threaded program), so child processes inherit them; remove them
+    /// from a child's `Command` with `env_remove`. Turn this off on all but
+    /// one runtime if a process builds several.
+    ///
+    /// ```
+    /// // A helper runtime beside the program's main one: leave systemd to
+    /// // the main runtime.
+    /// let _helper = winddown::Runtime::builder()
+    ///     .signals(false)
+    ///     .notify_systemd(false)
+    ///     .build()?;
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn notify_systemd(mut self, notify: bool) -> Self {
+        self.notify_systemd = notify;
+        self
+    }
+
     /// Builds the runtime and, if asked, registers it for signals. From here
     /// on a signal stops the runtime, also while units are still being added
     /// (they then start stopped; `run` returns the report).
     ///
     /// # Errors
     ///
-    /// [`BuildError::Signals`] if signal handling could not be installed.
+    /// [`BuildError::Signals`] if signal handling could not be installed;
+    /// [`BuildError::Spawn`] if the systemd notifier's thread could not be
+    /// spawned.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let shared = Arc::new(Shared::new());
         let registration = if self.signals && !self.signal_set.is_empty() {
@@ -197,6 +248,7 @@ impl Builder {
         } else {
             None
         };
+        let systemd = Notifier::from_env(self.notify_systemd)?;
         Ok(Runtime {
             reg: Registry::new(shared),
             grace: self.grace,
@@ -207,6 +259,7 @@ impl Builder {
             stop_hooks: Vec::new(),
             release_hooks: Vec::new(),
             registration,
+            systemd,
             finished: false,
         })
     }
@@ -254,6 +307,7 @@ pub struct Runtime {
     stop_hooks: Vec<Hook>,
     release_hooks: Vec<Hook>,
     registration: Option<Registration>,
+    systemd: Notifier,
     /// Set once `shutdown` has run; `Drop` then has nothing to do.
     finished: bool,
 }
@@ -389,6 +443,7 @@ impl Runtime {
     /// began before `run` (a signal during start-up), it goes straight to
     /// the stop.
     pub fn run(mut self) -> Report {
+        self.systemd.ready();
         self.shutdown()
     }
 
@@ -400,6 +455,7 @@ impl Runtime {
 
     fn notify(&self, phase: Phase) {
         event!(info, phase = phase.name(), "phase");
+        self.systemd.phase(phase);
         if let Some(f) = &self.on_phase {
             let _ = catch(|| f(phase));
         }
@@ -426,6 +482,17 @@ impl Runtime {
         // have woken in between. Whoever moves it first wins (a CAS), so
         // every later transition starts from `StopAccepting`.
         shared.phase.advance(Phase::Running, Phase::StopAccepting);
+        // systemd: STOPPING=1, and how long the whole stop may take.
+        self.systemd.stopping(
+            &reason,
+            StopBudget {
+                triggered,
+                grace: self.grace,
+                kill_grace: self.kill_grace,
+                stop_hooks: StopBudget::sum(self.stop_hooks.iter().map(|h| h.budget)),
+                release_hooks: StopBudget::sum(self.release_hooks.iter().map(|h| h.budget)),
+            },
+        );
 
         // StopAccepting: refuse new work, then the stop-accepting hooks.
         self.notify(Phase::StopAccepting);
@@ -487,6 +554,7 @@ impl Runtime {
         report.timings.total = triggered.elapsed();
         report.exit_code = report.compute_exit_code(self.exit_codes);
         log_outcome(&report);
+        self.systemd.finish(&report);
         report
     }
 
