@@ -79,7 +79,6 @@ pub enum ThreadOutcome {
 /// Serialized (feature `serde`) as `{"name", "unit", "outcome", "error"}`
 /// (see [`ThreadOutcome`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ThreadReport {
     /// The thread's name.
@@ -91,7 +90,6 @@ pub struct ThreadReport {
     /// [`Runtime::spawn_service`](crate::Runtime::spawn_service).
     pub unit: String,
     /// How it ended.
-    #[cfg_attr(feature = "serde", serde(flatten))]
     pub outcome: ThreadOutcome,
 }
 
@@ -138,7 +136,6 @@ pub enum HookOutcome {
 /// Serialized (feature `serde`) as `{"name", "kind", "outcome", "error",
 /// "elapsed_ms"}` (see [`HookKind`], [`HookOutcome`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HookReport {
     /// The name given at registration.
@@ -146,14 +143,9 @@ pub struct HookReport {
     /// When it ran.
     pub kind: HookKind,
     /// How it ended.
-    #[cfg_attr(feature = "serde", serde(flatten))]
     pub outcome: HookOutcome,
     /// How long it ran (at most about its budget when it timed out).
     /// Serialized as `elapsed_ms`.
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "elapsed_ms", serialize_with = "ser::ms")
-    )]
     pub elapsed: Duration,
 }
 
@@ -1005,9 +997,14 @@ impl fmt::Display for Report {
 // ===== Serialization (the `serde` feature) =====
 
 /// The hand-written parts of the `Serialize` impls: durations as
-/// milliseconds, `Instant`s as what they mean, the outcomes as two flat
-/// fields, and the report's computed fields. Everything else is derived, so
-/// a field added to a part is serialized without a change here.
+/// milliseconds, `Instant`s as what they mean, an outcome as two fields of
+/// its entry, and the report's computed fields. The rest is derived, so a
+/// field added to a `PoolReport`, a `ServerReport`, … is serialized without
+/// a change here; the hand-written impls destructure what they write, so a
+/// field added there does not compile until it is written too.
+///
+/// Every impl writes a struct of known length (no `flatten`), so formats
+/// that are not self-describing (bincode, postcard) take the report too.
 #[cfg(feature = "serde")]
 mod ser {
     use std::time::Duration;
@@ -1024,26 +1021,36 @@ mod ser {
         d.as_secs_f64() * 1e3
     }
 
-    /// `serialize_with` for a `Duration`: milliseconds, `f64`.
-    pub(super) fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(as_ms(*d))
-    }
-
     /// `serialize_with` for an `Option<Duration>`: milliseconds or `null`.
     pub(super) fn opt_ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&as_ms(*d)),
-            None => s.serialize_none(),
+        d.map(as_ms).serialize(s)
+    }
+
+    /// A thread's outcome as its word and its message.
+    fn thread_outcome(o: &ThreadOutcome) -> (&'static str, Option<&str>) {
+        match o {
+            ThreadOutcome::Returned => ("returned", None),
+            ThreadOutcome::Failed(e) => ("failed", Some(e)),
+            ThreadOutcome::Panicked(e) => ("panicked", Some(e)),
+            ThreadOutcome::Stuck => ("stuck", None),
         }
     }
 
-    /// An outcome as `{"outcome": word, "error": message or null}`, both
-    /// fields always present.
+    /// A hook's outcome as its word and its message.
+    fn hook_outcome(o: &HookOutcome) -> (&'static str, Option<&str>) {
+        match o {
+            HookOutcome::Ok => ("ok", None),
+            HookOutcome::Failed(e) => ("failed", Some(e)),
+            HookOutcome::Panicked(e) => ("panicked", Some(e)),
+            HookOutcome::TimedOut => ("timed_out", None),
+        }
+    }
+
+    /// An outcome on its own: `{"outcome": word, "error": message or null}`.
     fn outcome<S: Serializer>(
         s: S,
         name: &'static str,
-        word: &str,
-        error: Option<&str>,
+        (word, error): (&str, Option<&str>),
     ) -> Result<S::Ok, S::Error> {
         let mut o = s.serialize_struct(name, 2)?;
         o.serialize_field("outcome", word)?;
@@ -1053,31 +1060,65 @@ mod ser {
 
     impl Serialize for ThreadOutcome {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let (word, error) = match self {
-                ThreadOutcome::Returned => ("returned", None),
-                ThreadOutcome::Failed(e) => ("failed", Some(e.as_str())),
-                ThreadOutcome::Panicked(e) => ("panicked", Some(e.as_str())),
-                ThreadOutcome::Stuck => ("stuck", None),
-            };
-            outcome(s, "ThreadOutcome", word, error)
+            outcome(s, "ThreadOutcome", thread_outcome(self))
         }
     }
 
     impl Serialize for HookOutcome {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let (word, error) = match self {
-                HookOutcome::Ok => ("ok", None),
-                HookOutcome::Failed(e) => ("failed", Some(e.as_str())),
-                HookOutcome::Panicked(e) => ("panicked", Some(e.as_str())),
-                HookOutcome::TimedOut => ("timed_out", None),
-            };
-            outcome(s, "HookOutcome", word, error)
+            outcome(s, "HookOutcome", hook_outcome(self))
         }
     }
 
-    impl Serialize for Timings {
+    impl Serialize for ThreadReport {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            // Destructured, so a new field cannot be forgotten here.
+            let ThreadReport {
+                name,
+                unit,
+                outcome,
+            } = self;
+            let (word, error) = thread_outcome(outcome);
+            let mut t = s.serialize_struct("ThreadReport", 4)?;
+            t.serialize_field("name", name)?;
+            t.serialize_field("unit", unit)?;
+            t.serialize_field("outcome", word)?;
+            t.serialize_field("error", &error)?;
+            t.end()
+        }
+    }
+
+    impl Serialize for HookReport {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let HookReport {
+                name,
+                kind,
+                outcome,
+                elapsed,
+            } = self;
+            let (word, error) = hook_outcome(outcome);
+            let mut h = s.serialize_struct("HookReport", 5)?;
+            h.serialize_field("name", name)?;
+            h.serialize_field("kind", kind)?;
+            h.serialize_field("outcome", word)?;
+            h.serialize_field("error", &error)?;
+            h.serialize_field("elapsed_ms", &as_ms(*elapsed))?;
+            h.end()
+        }
+    }
+
+    /// The timings in milliseconds, as a `Timings` and inside the report.
+    #[derive(serde::Serialize)]
+    struct TimingsMs {
+        ran_for_ms: f64,
+        drain_latency_ms: Option<f64>,
+        join_ms: f64,
+        hard_stop_ms: Option<f64>,
+        release_ms: f64,
+        total_ms: f64,
+    }
+
+    impl TimingsMs {
+        fn of(t: &Timings) -> TimingsMs {
             let Timings {
                 started,
                 triggered,
@@ -1086,23 +1127,27 @@ mod ser {
                 hard_stop,
                 release,
                 total,
-            } = *self;
-            let mut t = s.serialize_struct("Timings", 6)?;
-            t.serialize_field(
-                "ran_for_ms",
-                &as_ms(triggered.saturating_duration_since(started)),
-            )?;
-            t.serialize_field("drain_latency_ms", &drain_latency.map(as_ms))?;
-            t.serialize_field("join_ms", &as_ms(join))?;
-            t.serialize_field("hard_stop_ms", &hard_stop.map(as_ms))?;
-            t.serialize_field("release_ms", &as_ms(release))?;
-            t.serialize_field("total_ms", &as_ms(total))?;
-            t.end()
+            } = *t;
+            TimingsMs {
+                ran_for_ms: as_ms(triggered.saturating_duration_since(started)),
+                drain_latency_ms: drain_latency.map(as_ms),
+                join_ms: as_ms(join),
+                hard_stop_ms: hard_stop.map(as_ms),
+                release_ms: as_ms(release),
+                total_ms: as_ms(total),
+            }
         }
     }
 
-    /// The report as serialized: its fields, with the timings flattened
-    /// and the computed values a script would otherwise recompute.
+    impl Serialize for Timings {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            TimingsMs::of(self).serialize(s)
+        }
+    }
+
+    /// The report as serialized: its fields, the timings at the top level,
+    /// and the computed values a script would otherwise recompute (the
+    /// table in the `Report` docs).
     #[derive(serde::Serialize)]
     struct ReportRepr<'a> {
         reason: String,
@@ -1112,8 +1157,12 @@ mod ser {
         has_failures: bool,
         hard_stopped: bool,
         forced_connections: u64,
-        #[serde(flatten)]
-        timings: &'a Timings,
+        ran_for_ms: f64,
+        drain_latency_ms: Option<f64>,
+        join_ms: f64,
+        hard_stop_ms: Option<f64>,
+        release_ms: f64,
+        total_ms: f64,
         pools: &'a [PoolReport],
         threads: &'a [ThreadReport],
         stuck: &'a [StuckThread],
@@ -1123,7 +1172,6 @@ mod ser {
 
     impl Serialize for Report {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            // Destructured, so a new field cannot be forgotten here.
             let Report {
                 reason,
                 timings,
@@ -1135,6 +1183,14 @@ mod ser {
                 exit_code,
                 jobs: _,
             } = self;
+            let TimingsMs {
+                ran_for_ms,
+                drain_latency_ms,
+                join_ms,
+                hard_stop_ms,
+                release_ms,
+                total_ms,
+            } = TimingsMs::of(timings);
             ReportRepr {
                 reason: reason.to_string(),
                 signal: reason.signal(),
@@ -1143,7 +1199,12 @@ mod ser {
                 has_failures: self.has_failures(),
                 hard_stopped: self.hard_stopped(),
                 forced_connections: self.forced_connections(),
-                timings,
+                ran_for_ms,
+                drain_latency_ms,
+                join_ms,
+                hard_stop_ms,
+                release_ms,
+                total_ms,
                 pools,
                 threads,
                 stuck,
