@@ -42,7 +42,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
-use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Signal, Token, TrySubmitError};
+use winddown::{DrainPolicy, Report, Runtime, Signal, Token, TrySubmitError};
 
 /// A CPU-bound batch job with a graceful stop: Ctrl-C once drains, twice
 /// exits at once.
@@ -450,65 +450,59 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
     Signal::from_name(s).ok_or_else(|| format!("unknown signal {s:?} (INT, TERM, HUP or QUIT)"))
 }
 
-fn hook_status(outcome: &HookOutcome) -> &'static str {
-    match outcome {
-        HookOutcome::Ok => "ok",
-        HookOutcome::Failed(_) => "failed",
-        HookOutcome::Panicked(_) => "panicked",
-        HookOutcome::TimedOut => "timed_out",
-        _ => "other",
-    }
-}
-
 /// Writes the report as JSON to a temporary file beside `path`, then renames
 /// it over `path`, so a reader never sees half a report.
+///
+/// The whole report, as the library serializes it, is under `"report"`.
+/// The top-level keys are this example's own format, which scripts and the
+/// signal tests read; they are taken from the serialized report, and stay
+/// as they were where the library's shape differs (`hooks`, `stuck`,
+/// `errors`) or the library has no such field (`handed_back_ids`).
 fn write_json(path: &Path, report: &Report, handed_back: &[Item]) -> anyhow::Result<()> {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let pools: Vec<_> = report
-        .pools
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "name": p.name,
-                "workers": p.workers,
-                "submitted": p.submitted,
-                "succeeded": p.succeeded,
-                "failed": p.failed,
-                "panicked": p.panicked,
-                "handed_back": p.handed_back,
-                "abandoned": p.abandoned,
-                "abandoned_keys": p.abandoned_keys,
-            })
-        })
-        .collect();
-    let json = serde_json::json!({
-        "reason": report.reason.to_string(),
-        "signal": report.reason.signal().map(|s| s.name()),
-        "exit_code": report.exit_code,
-        "hard_stopped": report.hard_stopped(),
-        "drain_latency_ms": report.timings.drain_latency.map(ms),
-        "join_ms": ms(report.timings.join),
-        "release_ms": ms(report.timings.release),
-        "total_ms": ms(report.timings.total),
-        "hard_stop_ms": report.timings.hard_stop.map(ms),
-        "pools": pools,
-        "handed_back_ids": handed_back.iter().map(|i| i.id).collect::<Vec<_>>(),
-        "stuck": report.stuck.iter().map(|s| serde_json::json!({
-            "thread": s.thread,
-            "job_key": s.job_key,
-            "ms_in_job": s.in_job.map(ms),
-        })).collect::<Vec<_>>(),
-        "hooks": report.hooks.iter().map(|h| serde_json::json!({
-            "name": h.name,
-            "status": hook_status(&h.outcome),
-            "ms": ms(h.elapsed),
-        })).collect::<Vec<_>>(),
-        "errors": report.errors().map(|e| serde_json::json!({
-            "key": e.key,
-            "message": e.message,
-            "panicked": e.panicked,
-        })).collect::<Vec<_>>(),
-    });
+    use serde_json::{json, Map, Value};
+
+    let full = serde_json::to_value(report)?;
+    let mut out = Map::new();
+    for key in [
+        "reason",
+        "signal",
+        "exit_code",
+        "hard_stopped",
+        "drain_latency_ms",
+        "join_ms",
+        "release_ms",
+        "total_ms",
+        "hard_stop_ms",
+        "pools",
+    ] {
+        out.insert(key.into(), full[key].clone());
+    }
+    let each = |key: &str, f: &dyn Fn(&Value) -> Value| -> Value {
+        full[key].as_array().into_iter().flatten().map(f).collect()
+    };
+    out.insert(
+        "handed_back_ids".into(),
+        handed_back.iter().map(|i| i.id).collect(),
+    );
+    out.insert(
+        "stuck".into(),
+        each("stuck", &|s| {
+            json!({ "thread": s["thread"], "job_key": s["job_key"], "ms_in_job": s["in_job_ms"] })
+        }),
+    );
+    out.insert(
+        "hooks".into(),
+        each(
+            "hooks",
+            &|h| json!({ "name": h["name"], "status": h["outcome"], "ms": h["elapsed_ms"] }),
+        ),
+    );
+    out.insert(
+        "errors".into(),
+        serde_json::to_value(report.errors().collect::<Vec<_>>())?,
+    );
+    out.insert("report".into(), full);
+    let json = Value::Object(out);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

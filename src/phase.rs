@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// Running ─trigger─► StopAccepting ─► Draining ─(all joined)──────────► Releasing ─► Done
 ///                                        └─(deadline)─► HardStop ─(kill grace)─┘
 /// ```
+///
+/// Serialized (feature `serde`) as its [`name`](Phase::name),
+/// `"stop_accepting"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Phase {
@@ -72,6 +75,13 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

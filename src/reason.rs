@@ -17,6 +17,8 @@ use std::fmt;
 /// assert_eq!(Signal::from_name("SIGINT"), Some(Signal::Interrupt));
 /// assert_eq!(Signal::from_name("hup"), Some(Signal::Hangup));
 /// ```
+///
+/// Serialized (feature `serde`) as its [`name`](Signal::name), `"SIGTERM"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Signal {
@@ -89,6 +91,13 @@ impl fmt::Display for Signal {
 
 /// Why a stop began. The first trigger's reason wins and every observer sees
 /// the same one.
+///
+/// Serialized (feature `serde`) as an object tagged by `kind`:
+/// `{"kind": "signal", "signal": "SIGTERM"}`,
+/// `{"kind": "requested", "message": "…"}`,
+/// `{"kind": "job_failed", "pool": "…", "error": "…"}`,
+/// `{"kind": "completed"}`. (A serialized [`Report`](crate::Report) also
+/// carries the `Display` form, in `reason`.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StopReason {
@@ -136,6 +145,38 @@ impl fmt::Display for StopReason {
             }
             StopReason::Completed => f.write_str("completed"),
         }
+    }
+}
+
+// ===== Serialization (the `serde` feature) =====
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Signal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for StopReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The shape on the wire: every variant a struct, so that serde's
+        /// internal tagging can put `kind` beside its fields.
+        #[derive(serde::Serialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Repr<'a> {
+            Signal { signal: Signal },
+            Requested { message: &'a str },
+            JobFailed { pool: &'a str, error: &'a str },
+            Completed,
+        }
+        match self {
+            StopReason::Signal(signal) => Repr::Signal { signal: *signal },
+            StopReason::Requested(message) => Repr::Requested { message },
+            StopReason::JobFailed { pool, error } => Repr::JobFailed { pool, error },
+            StopReason::Completed => Repr::Completed,
+        }
+        .serialize(s)
     }
 }
 

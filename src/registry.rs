@@ -91,9 +91,26 @@ impl Registry {
         self.shared.add_unit(unit);
     }
 
-    /// Starts one background thread running `f(token)` as a unit of its own.
+    /// Starts one background thread running `f(token)` as a unit of its own,
+    /// reported under its own name.
     pub(crate) fn spawn_background<F>(
         &mut self,
+        name: String,
+        hold: Hold,
+        f: F,
+    ) -> Result<(), BuildError>
+    where
+        F: FnOnce(Token) -> anyhow::Result<()> + Send + 'static,
+    {
+        let unit = name.clone();
+        self.spawn_background_of(unit, name, hold, f)
+    }
+
+    /// Starts one background thread running `f(token)`, reported as one of
+    /// the threads of `unit` (a server's name), which the report groups by.
+    pub(crate) fn spawn_background_of<F>(
+        &mut self,
+        unit: String,
         name: String,
         hold: Hold,
         f: F,
@@ -133,6 +150,7 @@ impl Registry {
         let ids = self.start_threads(std::slice::from_ref(&name), vec![spec])?;
         self.add_unit(Arc::new(Background {
             id: ids[0],
+            unit,
             outcome,
         }));
         Ok(())
@@ -143,6 +161,8 @@ impl Registry {
 /// one line in the report.
 struct Background {
     id: usize,
+    /// The unit the report files it under (`ThreadReport::unit`).
+    unit: String,
     outcome: OutcomeSlot,
 }
 
@@ -169,6 +189,10 @@ impl Unit for Background {
                     "thread ended without an outcome".into(),
                 ))
         };
-        report.threads.push(ThreadReport { name, outcome });
+        report.threads.push(ThreadReport {
+            name,
+            unit: self.unit.clone(),
+            outcome,
+        });
     }
 }

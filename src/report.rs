@@ -15,7 +15,10 @@ use crate::reason::StopReason;
 
 /// A job that failed or panicked, as kept in the report (the first few per
 /// pool).
+///
+/// Serialized (feature `serde`) as `{"pool", "key", "message", "panicked"}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct JobError {
     /// The pool's name.
@@ -29,7 +32,11 @@ pub struct JobError {
 }
 
 /// A thread still running when the kill grace ended; it was detached.
+///
+/// Serialized (feature `serde`) as `{"thread", "pool", "job_key",
+/// "in_job_ms"}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct StuckThread {
     /// The thread's name (`<pool>-<i>` or the name given to `spawn`).
@@ -39,11 +46,21 @@ pub struct StuckThread {
     /// The key of the job it was running, if known.
     pub job_key: Option<String>,
     /// How long it had been in that job (workers), or running at all
-    /// (background threads).
+    /// (background threads). Serialized as `in_job_ms`.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "in_job_ms", serialize_with = "ser::opt_ms")
+    )]
     pub in_job: Option<Duration>,
 }
 
 /// How a background thread spawned with [`Runtime::spawn`](crate::Runtime::spawn) ended.
+///
+/// `Display` writes it in words: `returned`, `failed: <message>`,
+/// `panicked: <message>`, `stuck`. Serialized (feature `serde`) as the
+/// two fields it adds to its [`ThreadReport`]: `"outcome"` (`"returned"`,
+/// `"failed"`, `"panicked"` or `"stuck"`) and `"error"` (the message, or
+/// `null`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ThreadOutcome {
@@ -58,17 +75,34 @@ pub enum ThreadOutcome {
 }
 
 /// A background thread's entry in the report.
+///
+/// Serialized (feature `serde`) as `{"name", "unit", "outcome", "error"}`
+/// (see [`ThreadOutcome`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ThreadReport {
     /// The thread's name.
     pub name: String,
+    /// The unit it belongs to, which the report's `Display` groups by: the
+    /// server's name for the threads of a [`Server`](crate::Server) (`http`
+    /// for `http-0`, `http-accept`, …), the thread's own name for a thread
+    /// of [`Runtime::spawn`](crate::Runtime::spawn) or
+    /// [`Runtime::spawn_service`](crate::Runtime::spawn_service).
+    pub unit: String,
     /// How it ended.
     pub outcome: ThreadOutcome,
 }
 
 /// When a hook ran.
+///
+/// `Display` writes `stop-accepting` or `release`; serialized (feature
+/// `serde`) as `"stop_accepting"` or `"release"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum HookKind {
     /// At the start of the stop, in registration order.
@@ -78,6 +112,12 @@ pub enum HookKind {
 }
 
 /// How a hook ended.
+///
+/// `Display` writes it in words: `ok`, `failed: <message>`,
+/// `panicked: <message>`, `timed out`. Serialized (feature `serde`) as the
+/// two fields it adds to its [`HookReport`]: `"outcome"` (`"ok"`,
+/// `"failed"`, `"panicked"` or `"timed_out"`) and `"error"` (the message,
+/// or `null`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HookOutcome {
@@ -92,6 +132,9 @@ pub enum HookOutcome {
 }
 
 /// A hook's entry in the report.
+///
+/// Serialized (feature `serde`) as `{"name", "kind", "outcome", "error",
+/// "elapsed_ms"}` (see [`HookKind`], [`HookOutcome`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HookReport {
@@ -102,6 +145,7 @@ pub struct HookReport {
     /// How it ended.
     pub outcome: HookOutcome,
     /// How long it ran (at most about its budget when it timed out).
+    /// Serialized as `elapsed_ms`.
     pub elapsed: Duration,
 }
 
@@ -118,7 +162,11 @@ impl HookOutcome {
 ///
 /// Plain data: the handed-back jobs themselves are taken from the
 /// [`Report`] with the pool's typed id ([`Report::take_handed_back`]).
+///
+/// Serialized (feature `serde`) with one field per field below, under the
+/// same names (`errors` as [`JobError`]s).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PoolReport {
     /// The pool's name.
@@ -281,7 +329,11 @@ impl fmt::Debug for HandedBackJobs {
 ///
 /// Every accepted connection is counted once in `closed`, `idle_closed`,
 /// `drained` or `forced` ([`is_balanced`](ConnectionCounts::is_balanced)).
+///
+/// Serialized (feature `serde`) with one field per field below, under the
+/// same names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ConnectionCounts {
     /// Connections accepted.
@@ -312,7 +364,11 @@ impl ConnectionCounts {
 /// One server's entry in [`Report::servers`] (the `http` feature's
 /// `Server`). Plain data: the report knows a server only through what it
 /// writes here.
+///
+/// Serialized (feature `serde`) with one field per field below, under the
+/// same names; `addr` as a string (`"127.0.0.1:8080"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ServerReport {
     /// The server's name.
@@ -335,14 +391,22 @@ impl fmt::Display for ServerReport {
         let c = &self.connections;
         write!(
             f,
-            "server {}: {} connections, {} served, {} idle closed, {} drained, {} forced",
-            self.name, c.accepted, c.served, c.idle_closed, c.drained, c.forced
+            "server {}: {}, {} served, {} idle closed, {} drained, {} forced",
+            self.name,
+            Count(c.accepted, "connection", "connections"),
+            c.served,
+            c.idle_closed,
+            c.drained,
+            c.forced
         )?;
         if f.alternate() {
             write!(
                 f,
-                " ({} closed before the stop; {} accept errors, {} handler errors, {} handler panics)",
-                c.closed, self.accept_errors, self.handler_errors, self.handler_panics
+                " ({} closed before the stop; {}, {}, {})",
+                c.closed,
+                Count(self.accept_errors, "accept error", "accept errors"),
+                Count(self.handler_errors, "handler error", "handler errors"),
+                Count(self.handler_panics, "handler panic", "handler panics"),
             )?;
         }
         Ok(())
@@ -350,6 +414,11 @@ impl fmt::Display for ServerReport {
 }
 
 /// When each phase began and how long it took.
+///
+/// Serialized (feature `serde`) as milliseconds (`f64`), since an
+/// [`Instant`] means nothing outside the process: `ran_for_ms` (started →
+/// triggered), `drain_latency_ms` (or `null`), `join_ms`, `hard_stop_ms`
+/// (or `null`), `release_ms`, `total_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Timings {
@@ -374,7 +443,70 @@ pub struct Timings {
 
 /// What a run did, returned by [`Runtime::run`](crate::Runtime::run).
 ///
-/// `{}` prints a one-paragraph summary, `{:#}` a detailed one.
+/// # Display
+///
+/// `{}` prints a one-line summary for a log line: the reason, the drain,
+/// each pool's counts, each server's, what failed, the exit code —
+///
+/// ```text
+/// stopped (signal); drained in 3.2 ms; batch: 812 done, 0 failed, 0 panicked, 56 handed back, 0 abandoned; exit code 130
+/// ```
+///
+/// `{:#}` prints the same line, then the details: the timings in the order
+/// they happened (ran for, stop-accepting hooks, hard stop, drain latency,
+/// release hooks, joined, total), each pool's accounting and first errors,
+/// each server, the background threads grouped by unit (`http: 34 threads
+/// returned`, with only the odd ones named), the stuck threads and the
+/// hooks.
+///
+/// # Serialization
+///
+/// With the `serde` feature, `Report` implements `serde::Serialize` (its
+/// parts too; nothing implements `Deserialize`, as the [`Instant`]s in
+/// [`Timings`] cannot come back). **Durations are milliseconds as `f64`,
+/// in fields whose names end in `_ms`**; a duration that may be absent is
+/// `null`. The object has these fields (more may be added, none renamed):
+///
+/// | field | value |
+/// | --- | --- |
+/// | `reason` | the reason's `Display`: `"signal"`, `"completed"`, `"requested: <message>"`, `"job failed in pool <pool>: <error>"` |
+/// | `signal` | `"SIGINT"`, `"SIGTERM"`, `"SIGHUP"`, `"SIGQUIT"`, or `null` if no signal began the stop |
+/// | `stop_reason` | the [`StopReason`] as an object: `{"kind": "signal", "signal"}`, `{"kind": "requested", "message"}`, `{"kind": "job_failed", "pool", "error"}`, `{"kind": "completed"}` |
+/// | `exit_code` | [`exit_code`](Report::exit_code) |
+/// | `has_failures`, `hard_stopped`, `forced_connections` | [`has_failures`](Report::has_failures), [`hard_stopped`](Report::hard_stopped), [`forced_connections`](Report::forced_connections) |
+/// | `ran_for_ms`, `drain_latency_ms`, `join_ms`, `hard_stop_ms`, `release_ms`, `total_ms` | the [`Timings`] |
+/// | `pools` | [`PoolReport`]s, field for field |
+/// | `threads` | [`ThreadReport`]s: `{"name", "unit", "outcome", "error"}` |
+/// | `stuck` | [`StuckThread`]s: `{"thread", "pool", "job_key", "in_job_ms"}` |
+/// | `hooks` | [`HookReport`]s: `{"name", "kind", "outcome", "error", "elapsed_ms"}` |
+/// | `servers` | [`ServerReport`]s, field for field, `addr` as a string |
+///
+/// The handed-back jobs themselves are not serialized (their keys are, in
+/// `pools[].handed_back_keys`).
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use winddown::Runtime;
+///
+/// let mut rt = Runtime::builder().signals(false).build()?;
+/// let pool = rt.pool::<u32>("squares").workers(2).start(|n, _| {
+///     let _ = n * n;
+///     Ok(())
+/// })?;
+/// for n in 0..10 {
+///     pool.submit(n).expect("running");
+/// }
+/// drop(pool); // the run completes once the queue has drained
+/// let report = rt.run();
+///
+/// let json = serde_json::to_value(&report).expect("a report always serializes");
+/// assert_eq!(json["reason"], "completed");
+/// assert_eq!(json["stop_reason"]["kind"], "completed");
+/// assert_eq!(json["pools"][0]["succeeded"], 10);
+/// assert!(json["total_ms"].as_f64().is_some());
+/// # }
+/// # Ok::<(), winddown::BuildError>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Report {
@@ -400,7 +532,11 @@ pub struct Report {
 }
 
 /// Exit codes for the outcomes of a run; [`Default`] is the documented table.
+///
+/// Serialized (feature `serde`) with one field per field below, under the
+/// same names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ExitCodes {
     /// All work done and nothing failed. Default 0.
@@ -575,22 +711,99 @@ impl Report {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+// ===== Display: words for people =====
+
+impl fmt::Display for ThreadOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThreadOutcome::Returned => f.write_str("returned"),
+            ThreadOutcome::Failed(msg) => write!(f, "failed: {msg}"),
+            ThreadOutcome::Panicked(msg) => write!(f, "panicked: {msg}"),
+            ThreadOutcome::Stuck => f.write_str("stuck"),
+        }
+    }
 }
 
-impl fmt::Display for Report {
+impl fmt::Display for HookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HookKind::StopAccepting => "stop-accepting",
+            HookKind::Release => "release",
+        })
+    }
+}
+
+impl fmt::Display for HookOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookOutcome::Ok => f.write_str("ok"),
+            HookOutcome::Failed(msg) => write!(f, "failed: {msg}"),
+            HookOutcome::Panicked(msg) => write!(f, "panicked: {msg}"),
+            HookOutcome::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// A duration for people: `1.5 ms` below a second, `2.35 s` from there on.
+struct Human(Duration);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs_f64();
+        if secs < 1.0 {
+            write!(f, "{:.1} ms", secs * 1e3)
+        } else {
+            write!(f, "{secs:.2} s")
+        }
+    }
+}
+
+/// A count and its noun, singular for exactly one: `1 worker`, `2 workers`,
+/// `0 workers`.
+struct Count<'a>(u64, &'a str, &'a str);
+
+impl fmt::Display for Count<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Count(n, one, many) = *self;
+        write!(f, "{n} {}", if n == 1 { one } else { many })
+    }
+}
+
+/// `n` as a count (`usize` always fits: the report's lists are in memory).
+fn count<'a>(n: usize, one: &'a str, many: &'a str) -> Count<'a> {
+    Count(n as u64, one, many)
+}
+
+impl Report {
+    /// Background threads that failed or panicked.
+    fn failed_threads(&self) -> usize {
+        self.threads
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.outcome,
+                    ThreadOutcome::Failed(_) | ThreadOutcome::Panicked(_)
+                )
+            })
+            .count()
+    }
+
+    /// The one-line summary (`{}`), also the first line of `{:#}`.
+    fn fmt_summary(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "stopped ({}); ", self.reason)?;
         match self.timings.drain_latency {
-            Some(d) => write!(f, "drained in {}", ms(d))?,
-            None => write!(f, "drain timed out, {} thread(s) stuck", self.stuck.len())?,
+            Some(d) => write!(f, "drained in {}", Human(d))?,
+            None => write!(
+                f,
+                "drain timed out, {} stuck",
+                count(self.stuck.len(), "thread", "threads")
+            )?,
         }
         if let Some(d) = self.timings.hard_stop {
             write!(
                 f,
                 "; hard stop at {} (the deadline cut work in flight)",
-                ms(d)
+                Human(d)
             )?;
         }
         for p in &self.pools {
@@ -603,65 +816,403 @@ impl fmt::Display for Report {
         for s in &self.servers {
             write!(f, "; {s}")?;
         }
+        let failed_threads = self.failed_threads();
+        if failed_threads > 0 {
+            write!(f, "; {} failed", count(failed_threads, "thread", "threads"))?;
+        }
         let failed_hooks = self.hooks.iter().filter(|h| h.outcome.is_failure()).count();
         if failed_hooks > 0 {
-            write!(f, "; {failed_hooks} hook(s) failed")?;
+            write!(f, "; {} failed", count(failed_hooks, "hook", "hooks"))?;
         }
-        write!(f, "; exit code {}", self.exit_code)?;
+        write!(f, "; exit code {}", self.exit_code)
+    }
+
+    /// The timings of `{:#}`, in the order they happened in
+    /// `Runtime::shutdown`: the run, the stop-accepting hooks, the drain
+    /// (with the hard stop inside it), the release hooks, the join, the
+    /// report.
+    fn fmt_timings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.timings;
+        let hooks = |kind: HookKind| {
+            let mut ran = self.hooks.iter().filter(|h| h.kind == kind).peekable();
+            ran.peek()
+                .is_some()
+                .then(|| ran.map(|h| h.elapsed).sum::<Duration>())
+        };
+        writeln!(f, "timings:")?;
+        writeln!(
+            f,
+            "  ran for               {} until the trigger",
+            Human(t.triggered.saturating_duration_since(t.started))
+        )?;
+        if let Some(d) = hooks(HookKind::StopAccepting) {
+            writeln!(f, "  stop-accepting hooks  {}", Human(d))?;
+        }
+        if let Some(d) = t.hard_stop {
+            writeln!(f, "  hard stop at          {} after the trigger", Human(d))?;
+        }
+        match t.drain_latency {
+            Some(d) => writeln!(
+                f,
+                "  drain latency         {} (trigger to every thread out)",
+                Human(d)
+            )?,
+            None => writeln!(
+                f,
+                "  drain latency         none: {} still running",
+                count(self.stuck.len(), "thread", "threads")
+            )?,
+        }
+        if hooks(HookKind::Release).is_some() {
+            writeln!(f, "  release hooks         {}", Human(t.release))?;
+        }
+        writeln!(
+            f,
+            "  joined at             {} after the trigger",
+            Human(t.join)
+        )?;
+        writeln!(f, "  total                 {}", Human(t.total))
+    }
+
+    /// The background threads of `{:#}`, grouped by unit in the order the
+    /// units first appear: a unit of one thread of its own name on one line
+    /// (`producer: returned`); a bigger unit as counts (`http: 34 threads
+    /// returned`), with the threads that failed or panicked named below it.
+    fn fmt_threads(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.threads.is_empty() {
+            return Ok(());
+        }
+        writeln!(f, "threads:")?;
+        let mut units: Vec<&str> = Vec::new();
+        for t in &self.threads {
+            if !units.contains(&t.unit.as_str()) {
+                units.push(&t.unit);
+            }
+        }
+        for unit in units {
+            let threads: Vec<&ThreadReport> =
+                self.threads.iter().filter(|t| t.unit == unit).collect();
+            if let [only] = threads[..] {
+                if only.name == unit {
+                    writeln!(f, "  {unit}: {}", only.outcome)?;
+                    continue;
+                }
+            }
+            let returned = threads
+                .iter()
+                .filter(|t| t.outcome == ThreadOutcome::Returned)
+                .count();
+            let stuck = threads
+                .iter()
+                .filter(|t| t.outcome == ThreadOutcome::Stuck)
+                .count();
+            let all = count(threads.len(), "thread", "threads");
+            if returned == threads.len() {
+                write!(f, "  {unit}: {all} returned")?;
+            } else {
+                write!(f, "  {unit}: {returned} of {all} returned")?;
+            }
+            if stuck > 0 {
+                write!(f, ", {stuck} stuck")?;
+            }
+            writeln!(f)?;
+            for t in threads {
+                if matches!(
+                    t.outcome,
+                    ThreadOutcome::Failed(_) | ThreadOutcome::Panicked(_)
+                ) {
+                    writeln!(f, "    {}: {}", t.name, t.outcome)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_summary(f)?;
         if !f.alternate() {
             return Ok(());
         }
-        let t = &self.timings;
         writeln!(f)?;
-        writeln!(f, "timings:")?;
-        writeln!(f, "  ran for        {}", ms(t.triggered - t.started))?;
-        if let Some(d) = t.drain_latency {
-            writeln!(f, "  drain latency  {}", ms(d))?;
-        }
-        if let Some(d) = t.hard_stop {
-            writeln!(f, "  hard stop at   {}", ms(d))?;
-        }
-        writeln!(f, "  joined at      {}", ms(t.join))?;
-        writeln!(f, "  release hooks  {}", ms(t.release))?;
-        writeln!(f, "  total          {}", ms(t.total))?;
+        self.fmt_timings(f)?;
         for p in &self.pools {
             writeln!(
                 f,
-                "pool {} ({} workers): {} submitted = {} succeeded + {} failed + {} panicked + {} handed back + {} abandoned",
-                p.name, p.workers, p.submitted, p.succeeded, p.failed, p.panicked, p.handed_back, p.abandoned
+                "pool {} ({}): {} submitted = {} succeeded + {} failed + {} panicked + {} handed back + {} abandoned",
+                p.name,
+                count(p.workers, "worker", "workers"),
+                p.submitted,
+                p.succeeded,
+                p.failed,
+                p.panicked,
+                p.handed_back,
+                p.abandoned
             )?;
             for e in &p.errors {
-                let key = e.key.as_deref().unwrap_or("?");
-                writeln!(f, "  job {key}: {}", e.message)?;
+                let what = if e.panicked { "panicked" } else { "failed" };
+                match &e.key {
+                    Some(key) => writeln!(f, "  job {key} {what}: {}", e.message)?,
+                    None => writeln!(f, "  a job {what}: {}", e.message)?,
+                }
+            }
+            let unlisted = (p.failed + p.panicked).saturating_sub(p.errors.len() as u64);
+            if unlisted > 0 {
+                writeln!(
+                    f,
+                    "  and {} not listed",
+                    Count(unlisted, "failure", "failures")
+                )?;
             }
         }
         for s in &self.servers {
             writeln!(f, "{s:#}")?;
         }
-        for t in &self.threads {
-            writeln!(f, "thread {}: {:?}", t.name, t.outcome)?;
-        }
+        self.fmt_threads(f)?;
         for s in &self.stuck {
             write!(f, "stuck: {}", s.thread)?;
             if let Some(k) = &s.job_key {
                 write!(f, " in job {k}")?;
             }
             if let Some(d) = s.in_job {
-                write!(f, " for {}", ms(d))?;
+                write!(f, " for {}", Human(d))?;
             }
             writeln!(f)?;
         }
         for h in &self.hooks {
-            writeln!(
-                f,
-                "hook {} ({:?}): {:?} in {}",
-                h.name,
-                h.kind,
-                h.outcome,
-                ms(h.elapsed)
-            )?;
+            write!(f, "hook {} ({}): ", h.name, h.kind)?;
+            let took = Human(h.elapsed);
+            match &h.outcome {
+                HookOutcome::Ok => writeln!(f, "ok in {took}")?,
+                HookOutcome::Failed(msg) => writeln!(f, "failed in {took}: {msg}")?,
+                HookOutcome::Panicked(msg) => writeln!(f, "panicked in {took}: {msg}")?,
+                HookOutcome::TimedOut => writeln!(f, "timed out after {took}")?,
+            }
         }
         Ok(())
+    }
+}
+
+// ===== Serialization (the `serde` feature) =====
+
+/// The hand-written parts of the `Serialize` impls: durations as
+/// milliseconds, `Instant`s as what they mean, an outcome as two fields of
+/// its entry, and the report's computed fields. The rest is derived, so a
+/// field added to a `PoolReport`, a `ServerReport`, … is serialized without
+/// a change here; the hand-written impls destructure what they write, so a
+/// field added there does not compile until it is written too.
+///
+/// Every impl writes a struct of known length (no `flatten`), so formats
+/// that are not self-describing (bincode, postcard) take the report too.
+#[cfg(feature = "serde")]
+mod ser {
+    use std::time::Duration;
+
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    use super::{
+        HookOutcome, HookReport, PoolReport, Report, ServerReport, StuckThread, ThreadOutcome,
+        ThreadReport, Timings,
+    };
+    use crate::reason::{Signal, StopReason};
+
+    fn as_ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+
+    /// `serialize_with` for an `Option<Duration>`: milliseconds or `null`.
+    pub(super) fn opt_ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(as_ms).serialize(s)
+    }
+
+    /// A thread's outcome as its word and its message.
+    fn thread_outcome(o: &ThreadOutcome) -> (&'static str, Option<&str>) {
+        match o {
+            ThreadOutcome::Returned => ("returned", None),
+            ThreadOutcome::Failed(e) => ("failed", Some(e)),
+            ThreadOutcome::Panicked(e) => ("panicked", Some(e)),
+            ThreadOutcome::Stuck => ("stuck", None),
+        }
+    }
+
+    /// A hook's outcome as its word and its message.
+    fn hook_outcome(o: &HookOutcome) -> (&'static str, Option<&str>) {
+        match o {
+            HookOutcome::Ok => ("ok", None),
+            HookOutcome::Failed(e) => ("failed", Some(e)),
+            HookOutcome::Panicked(e) => ("panicked", Some(e)),
+            HookOutcome::TimedOut => ("timed_out", None),
+        }
+    }
+
+    /// An outcome on its own: `{"outcome": word, "error": message or null}`.
+    fn outcome<S: Serializer>(
+        s: S,
+        name: &'static str,
+        (word, error): (&str, Option<&str>),
+    ) -> Result<S::Ok, S::Error> {
+        let mut o = s.serialize_struct(name, 2)?;
+        o.serialize_field("outcome", word)?;
+        o.serialize_field("error", &error)?;
+        o.end()
+    }
+
+    impl Serialize for ThreadOutcome {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            outcome(s, "ThreadOutcome", thread_outcome(self))
+        }
+    }
+
+    impl Serialize for HookOutcome {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            outcome(s, "HookOutcome", hook_outcome(self))
+        }
+    }
+
+    impl Serialize for ThreadReport {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let ThreadReport {
+                name,
+                unit,
+                outcome,
+            } = self;
+            let (word, error) = thread_outcome(outcome);
+            let mut t = s.serialize_struct("ThreadReport", 4)?;
+            t.serialize_field("name", name)?;
+            t.serialize_field("unit", unit)?;
+            t.serialize_field("outcome", word)?;
+            t.serialize_field("error", &error)?;
+            t.end()
+        }
+    }
+
+    impl Serialize for HookReport {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let HookReport {
+                name,
+                kind,
+                outcome,
+                elapsed,
+            } = self;
+            let (word, error) = hook_outcome(outcome);
+            let mut h = s.serialize_struct("HookReport", 5)?;
+            h.serialize_field("name", name)?;
+            h.serialize_field("kind", kind)?;
+            h.serialize_field("outcome", word)?;
+            h.serialize_field("error", &error)?;
+            h.serialize_field("elapsed_ms", &as_ms(*elapsed))?;
+            h.end()
+        }
+    }
+
+    /// The timings in milliseconds, as a `Timings` and inside the report.
+    #[derive(serde::Serialize)]
+    struct TimingsMs {
+        ran_for_ms: f64,
+        drain_latency_ms: Option<f64>,
+        join_ms: f64,
+        hard_stop_ms: Option<f64>,
+        release_ms: f64,
+        total_ms: f64,
+    }
+
+    impl TimingsMs {
+        fn of(t: &Timings) -> TimingsMs {
+            let Timings {
+                started,
+                triggered,
+                drain_latency,
+                join,
+                hard_stop,
+                release,
+                total,
+            } = *t;
+            TimingsMs {
+                ran_for_ms: as_ms(triggered.saturating_duration_since(started)),
+                drain_latency_ms: drain_latency.map(as_ms),
+                join_ms: as_ms(join),
+                hard_stop_ms: hard_stop.map(as_ms),
+                release_ms: as_ms(release),
+                total_ms: as_ms(total),
+            }
+        }
+    }
+
+    impl Serialize for Timings {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            TimingsMs::of(self).serialize(s)
+        }
+    }
+
+    /// The report as serialized: its fields, the timings at the top level,
+    /// and the computed values a script would otherwise recompute (the
+    /// table in the `Report` docs).
+    #[derive(serde::Serialize)]
+    struct ReportRepr<'a> {
+        reason: String,
+        signal: Option<Signal>,
+        stop_reason: &'a StopReason,
+        exit_code: i32,
+        has_failures: bool,
+        hard_stopped: bool,
+        forced_connections: u64,
+        ran_for_ms: f64,
+        drain_latency_ms: Option<f64>,
+        join_ms: f64,
+        hard_stop_ms: Option<f64>,
+        release_ms: f64,
+        total_ms: f64,
+        pools: &'a [PoolReport],
+        threads: &'a [ThreadReport],
+        stuck: &'a [StuckThread],
+        hooks: &'a [HookReport],
+        servers: &'a [ServerReport],
+    }
+
+    impl Serialize for Report {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let Report {
+                reason,
+                timings,
+                pools,
+                threads,
+                stuck,
+                hooks,
+                servers,
+                exit_code,
+                jobs: _,
+            } = self;
+            let TimingsMs {
+                ran_for_ms,
+                drain_latency_ms,
+                join_ms,
+                hard_stop_ms,
+                release_ms,
+                total_ms,
+            } = TimingsMs::of(timings);
+            ReportRepr {
+                reason: reason.to_string(),
+                signal: reason.signal(),
+                stop_reason: reason,
+                exit_code: *exit_code,
+                has_failures: self.has_failures(),
+                hard_stopped: self.hard_stopped(),
+                forced_connections: self.forced_connections(),
+                ran_for_ms,
+                drain_latency_ms,
+                join_ms,
+                hard_stop_ms,
+                release_ms,
+                total_ms,
+                pools,
+                threads,
+                stuck,
+                hooks,
+                servers,
+            }
+            .serialize(s)
+        }
     }
 }
 
@@ -760,5 +1311,446 @@ mod tests {
             long.contains("11 submitted = 10 succeeded + 1 failed"),
             "{long}"
         );
+    }
+
+    // ===== Display =====
+
+    fn thread(unit: &str, name: &str, outcome: ThreadOutcome) -> ThreadReport {
+        ThreadReport {
+            name: name.into(),
+            unit: unit.into(),
+            outcome,
+        }
+    }
+
+    fn hook(name: &str, kind: HookKind, outcome: HookOutcome, ms: u64) -> HookReport {
+        HookReport {
+            name: name.into(),
+            kind,
+            outcome,
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    /// A stop that went through every step: stop-accepting and release
+    /// hooks, a hard stop, a stuck worker, a server, background threads.
+    fn eventful() -> Report {
+        let (mut r, _) = report(StopReason::Signal(Signal::Terminate), pool(1, 0), vec![]);
+        let started = r.timings.triggered;
+        r.timings = Timings {
+            started,
+            triggered: started + Duration::from_millis(1200),
+            drain_latency: None,
+            join: Duration::from_millis(10_430),
+            hard_stop: Some(Duration::from_millis(10_000)),
+            release: Duration::from_millis(150),
+            total: Duration::from_millis(10_440),
+        };
+        r.pools[0].workers = 1;
+        r.pools[0].errors.push(JobError {
+            pool: "p".into(),
+            key: Some("7".into()),
+            message: "disk full".into(),
+            panicked: false,
+        });
+        r.stuck.push(StuckThread {
+            thread: "p-0".into(),
+            pool: Some("p".into()),
+            job_key: Some("9".into()),
+            in_job: Some(Duration::from_millis(10_400)),
+        });
+        r.servers.push(ServerReport {
+            name: "http".into(),
+            addr: "127.0.0.1:8080".parse().expect("an address"),
+            connections: ConnectionCounts {
+                accepted: 1,
+                closed: 1,
+                served: 1,
+                ..ConnectionCounts::default()
+            },
+            accept_errors: 0,
+            handler_errors: 1,
+            handler_panics: 0,
+        });
+        r.threads
+            .push(thread("producer", "producer", ThreadOutcome::Returned));
+        for i in 0..34 {
+            let outcome = if i == 7 {
+                ThreadOutcome::Panicked("handler exploded".into())
+            } else {
+                ThreadOutcome::Returned
+            };
+            r.threads
+                .push(thread("http", &format!("http-{i}"), outcome));
+        }
+        r.threads
+            .push(thread("http", "http-accept", ThreadOutcome::Returned));
+        r.threads.push(thread(
+            "metrics",
+            "metrics",
+            ThreadOutcome::Failed("no route".into()),
+        ));
+        r.hooks = vec![
+            hook("unready", HookKind::StopAccepting, HookOutcome::Ok, 3),
+            hook("flush", HookKind::Release, HookOutcome::TimedOut, 100),
+            hook(
+                "db",
+                HookKind::Release,
+                HookOutcome::Failed("reset".into()),
+                40,
+            ),
+            hook(
+                "cache",
+                HookKind::Release,
+                HookOutcome::Panicked("bang".into()),
+                5,
+            ),
+        ];
+        r.exit_code = r.compute_exit_code(ExitCodes::default());
+        r
+    }
+
+    #[test]
+    fn alternate_display_starts_with_the_one_line_summary() {
+        let r = eventful();
+        let short = r.to_string();
+        let long = format!("{r:#}");
+        assert_eq!(long.lines().next(), Some(short.as_str()));
+        assert!(
+            short.starts_with(
+                "stopped (signal); drain timed out, 1 thread stuck; hard stop at 10.00 s"
+            ),
+            "{short}"
+        );
+        assert!(
+            short.contains("; 2 threads failed; 3 hooks failed; exit code 1"),
+            "{short}"
+        );
+        assert!(short.ends_with("exit code 1"), "{short}");
+    }
+
+    #[test]
+    fn display_counts_one_in_the_singular_and_others_in_the_plural() {
+        let r = eventful();
+        let long = format!("{r:#}");
+        for phrase in [
+            "drain timed out, 1 thread stuck",
+            "pool p (1 worker): 11 submitted",
+            "server http: 1 connection, 1 served",
+            "0 accept errors, 1 handler error, 0 handler panics",
+            "2 threads failed",
+            "3 hooks failed",
+            "http: 34 of 35 threads returned",
+        ] {
+            assert!(long.contains(phrase), "{phrase:?} missing from\n{long}");
+        }
+        let (mut r, _) = report(StopReason::Completed, pool(0, 0), vec![]);
+        r.hooks
+            .push(hook("a", HookKind::Release, HookOutcome::TimedOut, 1));
+        r.hooks
+            .push(hook("b", HookKind::Release, HookOutcome::TimedOut, 1));
+        r.threads
+            .push(thread("t", "t", ThreadOutcome::Failed("x".into())));
+        let long = format!("{r:#}");
+        assert!(long.contains("pool p (2 workers)"), "{long}");
+        assert!(
+            long.contains("; 1 thread failed; 2 hooks failed;"),
+            "{long}"
+        );
+        assert!(!long.contains("(s)"), "{long}");
+    }
+
+    #[test]
+    fn display_lists_the_timings_in_the_order_they_happened() {
+        let long = format!("{:#}", eventful());
+        let order = [
+            "  ran for               1.20 s until the trigger",
+            "  stop-accepting hooks  3.0 ms",
+            "  hard stop at          10.00 s after the trigger",
+            "  drain latency         none: 1 thread still running",
+            "  release hooks         150.0 ms",
+            "  joined at             10.43 s after the trigger",
+            "  total                 10.44 s",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|line| {
+                long.find(line)
+                    .unwrap_or_else(|| panic!("{line:?} missing from\n{long}"))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order:\n{long}");
+        // Without hooks or a hard stop, their lines are left out.
+        let (r, _) = report(StopReason::Completed, pool(0, 0), vec![]);
+        let long = format!("{r:#}");
+        assert!(
+            long.contains("  drain latency         1.5 ms (trigger to every thread out)"),
+            "{long}"
+        );
+        assert!(
+            !long.contains("hooks") && !long.contains("hard stop"),
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn display_groups_threads_by_unit_and_names_only_the_odd_ones() {
+        let long = format!("{:#}", eventful());
+        let threads: Vec<&str> = long
+            .lines()
+            .skip_while(|l| *l != "threads:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(
+            threads,
+            [
+                "  producer: returned",
+                "  http: 34 of 35 threads returned",
+                "    http-7: panicked: handler exploded",
+                "  metrics: failed: no route",
+            ],
+            "{long}"
+        );
+        let (mut r, _) = report(StopReason::Completed, pool(0, 0), vec![]);
+        for i in 0..34 {
+            r.threads.push(thread(
+                "http",
+                &format!("http-{i}"),
+                ThreadOutcome::Returned,
+            ));
+        }
+        r.threads
+            .push(thread("http", "http-stop", ThreadOutcome::Stuck));
+        let long = format!("{r:#}");
+        assert!(
+            long.contains("\n  http: 34 of 35 threads returned, 1 stuck\n"),
+            "{long}"
+        );
+        assert!(!long.contains("http-0"), "{long}");
+        r.threads.pop();
+        assert!(format!("{r:#}").contains("\n  http: 34 threads returned\n"));
+    }
+
+    #[test]
+    fn display_writes_outcomes_in_words_and_no_debug_forms() {
+        let long = format!("{:#}", eventful());
+        for line in [
+            "  job 7 failed: disk full",
+            "stuck: p-0 in job 9 for 10.40 s",
+            "hook unready (stop-accepting): ok in 3.0 ms",
+            "hook flush (release): timed out after 100.0 ms",
+            "hook db (release): failed in 40.0 ms: reset",
+            "hook cache (release): panicked in 5.0 ms: bang",
+        ] {
+            assert!(long.contains(line), "{line:?} missing from\n{long}");
+        }
+        for debug in [
+            "Returned",
+            "Panicked",
+            "Failed",
+            "Stuck",
+            "Ok",
+            "TimedOut",
+            "Release",
+            "StopAccepting",
+            "Some(",
+            "None",
+            "{",
+            "}",
+            "\"",
+        ] {
+            assert!(!long.contains(debug), "{debug:?} in\n{long}");
+        }
+    }
+
+    #[test]
+    fn failures_beyond_the_first_kept_are_counted() {
+        let (r, _) = report(StopReason::Completed, pool(3, 0), vec![]);
+        let long = format!("{r:#}");
+        assert!(long.contains("  and 3 failures not listed"), "{long}");
+    }
+
+    // ===== Serialization =====
+
+    #[cfg(feature = "serde")]
+    mod json {
+        use super::*;
+        use serde_json::{json, Value};
+
+        fn keys(v: &Value) -> Vec<&str> {
+            v.as_object()
+                .expect("an object")
+                .keys()
+                .map(String::as_str)
+                .collect()
+        }
+
+        fn has_keys(v: &Value, want: &[&str]) {
+            let have = keys(v);
+            for k in want {
+                assert!(have.contains(k), "no {k:?} in {v:#}");
+            }
+        }
+
+        #[test]
+        fn a_report_serializes_with_the_documented_fields_and_milliseconds() {
+            let v = serde_json::to_value(eventful()).expect("serializes");
+            has_keys(
+                &v,
+                &[
+                    "reason",
+                    "signal",
+                    "stop_reason",
+                    "exit_code",
+                    "has_failures",
+                    "hard_stopped",
+                    "forced_connections",
+                    "ran_for_ms",
+                    "drain_latency_ms",
+                    "join_ms",
+                    "hard_stop_ms",
+                    "release_ms",
+                    "total_ms",
+                    "pools",
+                    "threads",
+                    "stuck",
+                    "hooks",
+                    "servers",
+                ],
+            );
+            assert_eq!(v["reason"], "signal");
+            assert_eq!(v["signal"], "SIGTERM");
+            assert_eq!(
+                v["stop_reason"],
+                json!({"kind": "signal", "signal": "SIGTERM"})
+            );
+            assert_eq!(v["exit_code"], 1);
+            assert_eq!(v["has_failures"], true);
+            assert_eq!(v["hard_stopped"], true);
+            assert_eq!(v["forced_connections"], 0);
+            assert_eq!(v["ran_for_ms"], 1200.0);
+            assert_eq!(v["drain_latency_ms"], Value::Null);
+            assert_eq!(v["join_ms"], 10_430.0);
+            assert_eq!(v["hard_stop_ms"], 10_000.0);
+            assert_eq!(v["release_ms"], 150.0);
+            assert_eq!(v["total_ms"], 10_440.0);
+            assert!(
+                v.get("timings").is_none() && v.get("jobs").is_none(),
+                "{v:#}"
+            );
+        }
+
+        #[test]
+        fn the_parts_serialize_with_their_documented_fields() {
+            let v = serde_json::to_value(eventful()).expect("serializes");
+            let pool = &v["pools"][0];
+            has_keys(
+                pool,
+                &[
+                    "name",
+                    "workers",
+                    "submitted",
+                    "succeeded",
+                    "failed",
+                    "panicked",
+                    "handed_back",
+                    "abandoned",
+                    "handed_back_keys",
+                    "abandoned_keys",
+                    "errors",
+                ],
+            );
+            assert_eq!(pool["submitted"], 11);
+            assert_eq!(
+                pool["errors"][0],
+                json!({"pool": "p", "key": "7", "message": "disk full", "panicked": false})
+            );
+            assert_eq!(
+                v["stuck"][0],
+                json!({"thread": "p-0", "pool": "p", "job_key": "9", "in_job_ms": 10_400.0})
+            );
+            assert_eq!(
+                v["threads"][0],
+                json!({"name": "producer", "unit": "producer", "outcome": "returned", "error": null})
+            );
+            assert_eq!(
+                v["threads"][8],
+                json!({"name": "http-7", "unit": "http", "outcome": "panicked", "error": "handler exploded"})
+            );
+            assert_eq!(v["threads"][36]["outcome"], "failed");
+            assert_eq!(
+                v["hooks"],
+                json!([
+                    {"name": "unready", "kind": "stop_accepting", "outcome": "ok", "error": null, "elapsed_ms": 3.0},
+                    {"name": "flush", "kind": "release", "outcome": "timed_out", "error": null, "elapsed_ms": 100.0},
+                    {"name": "db", "kind": "release", "outcome": "failed", "error": "reset", "elapsed_ms": 40.0},
+                    {"name": "cache", "kind": "release", "outcome": "panicked", "error": "bang", "elapsed_ms": 5.0},
+                ])
+            );
+            assert_eq!(
+                v["servers"][0],
+                json!({
+                    "name": "http",
+                    "addr": "127.0.0.1:8080",
+                    "connections": {
+                        "accepted": 1, "served": 1, "closed": 1,
+                        "idle_closed": 0, "drained": 0, "forced": 0,
+                    },
+                    "accept_errors": 0,
+                    "handler_errors": 1,
+                    "handler_panics": 0,
+                })
+            );
+            assert_eq!(
+                serde_json::to_value(ExitCodes::default()).expect("serializes"),
+                json!({"success": 0, "signal": 130, "failure": 1, "forced": 3})
+            );
+        }
+
+        #[test]
+        fn every_stop_reason_has_a_kind_and_its_details() {
+            let cases = [
+                (
+                    StopReason::Signal(Signal::Hangup),
+                    json!({"kind": "signal", "signal": "SIGHUP"}),
+                ),
+                (
+                    StopReason::Requested("deploy".into()),
+                    json!({"kind": "requested", "message": "deploy"}),
+                ),
+                (
+                    StopReason::JobFailed {
+                        pool: "p".into(),
+                        error: "boom".into(),
+                    },
+                    json!({"kind": "job_failed", "pool": "p", "error": "boom"}),
+                ),
+                (StopReason::Completed, json!({"kind": "completed"})),
+            ];
+            for (reason, want) in cases {
+                assert_eq!(serde_json::to_value(&reason).expect("serializes"), want);
+                let (r, _) = report(reason.clone(), pool(0, 0), vec![]);
+                let v = serde_json::to_value(&r).expect("serializes");
+                assert_eq!(v["reason"], reason.to_string(), "the Display form");
+                assert_eq!(v["stop_reason"], want);
+                let signal = reason.signal().map(Signal::name);
+                assert_eq!(v["signal"], json!(signal));
+            }
+        }
+
+        #[test]
+        fn signals_and_phases_serialize_as_their_names() {
+            for s in Signal::ALL {
+                assert_eq!(serde_json::to_value(s).expect("serializes"), s.name());
+            }
+            for p in [
+                crate::Phase::StopAccepting,
+                crate::Phase::HardStop,
+                crate::Phase::Done,
+            ] {
+                assert_eq!(serde_json::to_value(p).expect("serializes"), p.name());
+            }
+        }
     }
 }

@@ -103,7 +103,7 @@ fn a_failing_or_panicking_hook_is_recorded_and_the_rest_still_run() {
     assert_eq!(outcomes[3], ("last", &HookOutcome::Ok));
     assert!(report.hooks[1].outcome.is_failure() && report.hooks[2].outcome.is_failure());
     assert_eq!(report.exit_code, 1, "a failed hook makes the exit code 1");
-    assert!(report.to_string().contains("2 hook(s) failed"), "{report}");
+    assert!(report.to_string().contains("2 hooks failed"), "{report}");
 }
 
 #[test]

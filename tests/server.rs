@@ -286,7 +286,7 @@ fn the_exit_code_and_the_json_report_are_as_documented() {
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(hooks[0]["name"], "audit-log");
     assert_eq!(hooks[0]["outcome"], "ok");
-    assert!(server.stderr().contains("server http: 1 connections"));
+    assert!(server.stderr().contains("server http: 1 connection,"));
 }
 
 #[test]

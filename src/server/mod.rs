@@ -344,7 +344,8 @@ impl Server {
         let (tx, rx) = crossbeam_channel::unbounded::<Conn>();
         for i in 0..shared.config.workers {
             let (shared, rx) = (shared.clone(), rx.clone());
-            rt.registry().spawn_background(
+            rt.registry().spawn_background_of(
+                name.clone(),
                 format!("{name}-{i}"),
                 Hold::Service,
                 move |_token| {
@@ -358,7 +359,8 @@ impl Server {
         let (accepted_all, acceptor_done) = crossbeam_channel::bounded::<()>(0);
         {
             let (shared, listener) = (shared.clone(), listener.clone());
-            rt.registry().spawn_background(
+            rt.registry().spawn_background_of(
+                name.clone(),
                 format!("{name}-accept"),
                 Hold::Service,
                 move |_token| {
@@ -376,11 +378,15 @@ impl Server {
             // returns, so the listener closes exactly when the acceptor drops
             // it, before it closes the idle connections.
             let (shared, listener) = (shared.clone(), Arc::downgrade(&listener));
-            rt.registry()
-                .spawn_background(format!("{name}-stop"), Hold::Service, move |_token| {
+            rt.registry().spawn_background_of(
+                name.clone(),
+                format!("{name}-stop"),
+                Hold::Service,
+                move |_token| {
                     stop_loop(&shared, &listener, &acceptor_done);
                     Ok(())
-                })
+                },
+            )
         };
         if let Err(e) = stopper {
             shared
