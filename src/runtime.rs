@@ -199,7 +199,7 @@ impl Builder {
     /// * `STATUS=draining`, `hard_stop`, `releasing` at each of those
     ///   phases, each with `EXTEND_TIMEOUT_USEC` for what is left from then
     ///   (a stop with no bound is extended 60 s at a time, every 30 s);
-    /// * `STATUS=stopped: <the report's summary>` before `run` returns;
+    /// * `STATUS=<the report's one-line summary>` (`stopped (<reason>); …`) before `run` returns;
     /// * `WATCHDOG=1` every `WATCHDOG_USEC` / 2 from [`build`](Builder::build)
     ///   until the stop is over, if `WATCHDOG_USEC` is set and
     ///   `WATCHDOG_PID` is unset or this process's id.

@@ -14,7 +14,7 @@
 //! | the trigger | `STOPPING=1`, `STATUS=stopping (<reason>)`, `EXTEND_TIMEOUT_USEC=<bound>` |
 //! | entering `Draining`, `HardStop`, `Releasing` | `STATUS=<phase>`, `EXTEND_TIMEOUT_USEC=<bound>` |
 //! | a stop with no bound, every [`UNBOUNDED_WINDOW`] / 2 | `EXTEND_TIMEOUT_USEC=<window>` |
-//! | `run` is about to return | `STATUS=stopped: <the report's one-line summary>` |
+//! | `run` is about to return | `STATUS=<the report's one-line summary>` (`stopped (<reason>); …`) |
 //! | every `WATCHDOG_USEC` / 2 while the runtime lives, if asked | `WATCHDOG=1` |
 //!
 //! `<bound>` is how long, from the moment of sending, the rest of the stop
@@ -336,12 +336,13 @@ impl Notifier {
         }
     }
 
-    /// Sends `STATUS=stopped: <summary>` and joins the notifier thread;
-    /// later calls send nothing.
+    /// Sends `STATUS=<summary>` (the report's one-line form, which begins
+    /// `stopped (<reason>)`) and joins the notifier thread; later calls send
+    /// nothing.
     pub(crate) fn finish(&mut self, summary: &dyn fmt::Display) {
         if let Some(inner) = self.inner.take() {
             inner.send(Cmd::Done {
-                status: format!("stopped: {summary}"),
+                status: summary.to_string(),
             });
             inner.join();
         }
@@ -827,12 +828,12 @@ mod tests {
                 msg = recv(&sock);
             }
             assert_eq!(msg, "STATUS=releasing\nEXTEND_TIMEOUT_USEC=200000");
-            n.finish(&"fine");
+            n.finish(&"stopped (fine)");
             let mut msg = recv(&sock);
             while msg == "EXTEND_TIMEOUT_USEC=200000" {
                 msg = recv(&sock);
             }
-            assert_eq!(msg, "STATUS=stopped: fine");
+            assert_eq!(msg, "STATUS=stopped (fine)");
             assert!(!n.is_active());
         }
 
@@ -846,12 +847,12 @@ mod tests {
             for _ in 0..3 {
                 assert_eq!(recv(&sock), "WATCHDOG=1");
             }
-            n.finish(&"bye");
+            n.finish(&"stopped (bye)");
             let mut last = recv(&sock);
             while last == "WATCHDOG=1" {
                 last = recv(&sock);
             }
-            assert_eq!(last, "STATUS=stopped: bye");
+            assert_eq!(last, "STATUS=stopped (bye)");
             // Joined: nothing more comes.
             sock.set_nonblocking(true).expect("nonblocking");
             let mut buf = [0u8; 64];

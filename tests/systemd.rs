@@ -363,7 +363,7 @@ fn batch_says_ready_then_stopping_then_extends_past_its_grace_on_sigterm() {
     // (the notifier is joined before `run` returns).
     let last = log.last().expect("datagrams");
     let summary = last.get("STATUS").expect("a final status");
-    assert!(summary.starts_with("stopped: "), "{summary}");
+    assert!(summary.starts_with("stopped ("), "{summary}");
     assert!(summary.ends_with("exit code 130"), "{summary}");
     assert!(!summary.contains('\n'));
     // No watchdog was asked for.
@@ -414,7 +414,7 @@ fn a_drain_that_hits_the_deadline_is_extended_at_the_hard_stop_for_the_kill_grac
     assert!(cover >= release + MARGIN, "{cover:?}");
     let summary = log.last().and_then(|m| m.get("STATUS")).expect("final");
     assert!(
-        summary.starts_with("stopped: ") && summary.ends_with("exit code 1"),
+        summary.starts_with("stopped (") && summary.ends_with("exit code 1"),
         "{summary}"
     );
 }
@@ -452,7 +452,7 @@ fn the_watchdog_beats_repeatedly_when_watchdog_pid_is_ours() {
     // The beat is a datagram of its own, and the run still ends in order.
     let stopping = index(&log, "STOPPING=1", |m| m.has("STOPPING=1"));
     assert!(index(&log, "READY=1", is_ready) < stopping);
-    assert!(log.last().unwrap().text.starts_with("STATUS=stopped: "));
+    assert!(log.last().unwrap().text.starts_with("STATUS=stopped ("));
 }
 
 #[test]
@@ -529,7 +529,7 @@ fn an_abstract_socket_name_is_spoken_to() {
     assert!(log[order[1]].extend().is_some());
     let summary = log.last().and_then(|m| m.get("STATUS")).expect("final");
     assert!(
-        summary.starts_with("stopped: ") && summary.ends_with("exit code 0"),
+        summary.starts_with("stopped (") && summary.ends_with("exit code 0"),
         "{summary}"
     );
 }
@@ -624,7 +624,7 @@ fn the_server_example_speaks_it_too() {
     );
     let releasing = index(&log, "STATUS=releasing", |m| m.has("STATUS=releasing"));
     assert!(index(&log, "READY=1", is_ready) < stopping && stopping < releasing);
-    assert!(log.last().unwrap().text.starts_with("STATUS=stopped: "));
+    assert!(log.last().unwrap().text.starts_with("STATUS=stopped ("));
 }
 
 // ===== An in-process runtime, in a child copy of this binary =====
@@ -706,7 +706,7 @@ fn an_in_process_runtime_speaks_and_leaves_no_thread_behind() {
     assert!(ready < stopping, "{:#?}", texts(&log));
     let summary = log.last().and_then(|m| m.get("STATUS")).expect("final");
     assert!(
-        summary.starts_with("stopped: ") && summary.contains("completed"),
+        summary.starts_with("stopped (") && summary.contains("completed"),
         "{summary}"
     );
 }
