@@ -11,8 +11,21 @@
 //! finish what they hold (and, under `--policy finish`, what is queued), the
 //! release hooks run, and the report is printed.
 //!
-//! It doubles as the subject of the signal tests (`tests/signals.rs`), so it
-//! also writes what happened to a ledger, one line per event, appended and
+//! # For people and for programs
+//!
+//! When stdout is a terminal (or with `--human`), the demo talks to people:
+//! a progress bar on stdout (done/total, rate, elapsed, ETA), one line when
+//! the stop begins (`draining 2 in flight, 4 queued — Ctrl-C again to exit
+//! now`), one per later phase (`releasing…`), and a summary at the end: the
+//! items done, failed, panicked, handed back, abandoned and never submitted,
+//! the drain latency, the exit code, how to resume, then the report's
+//! one-line form. None of the protocol lines below reach the terminal.
+//!
+//! When stdout is not a terminal (or with `--machine`), it speaks the
+//! protocol below, which the signal tests (`tests/signals.rs`) and scripts
+//! read; the ledger and the JSON report are the same in both modes.
+//!
+//! It writes what happened to a ledger, one line per event, appended and
 //! flushed as it happens:
 //!
 //! ```text
@@ -32,17 +45,18 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use parking_lot::Mutex;
-use winddown::{DrainPolicy, Report, Runtime, Signal, Token, TrySubmitError};
+use winddown::{DrainPolicy, Phase, Report, Runtime, Signal, StopReason, Token, TrySubmitError};
 
 /// A CPU-bound batch job with a graceful stop: Ctrl-C once drains, twice
 /// exits at once.
@@ -132,9 +146,18 @@ struct Args {
     /// more work, until a signal (to measure the drain of an idle pool).
     #[arg(long)]
     keep_open: bool,
-    /// No progress bar, no report on stderr.
+    /// No progress bar, no report on stderr (and, for people, no lines and
+    /// no summary).
     #[arg(long)]
     quiet: bool,
+    /// Output for people (progress bar on stdout, the draining line, the
+    /// summary) even when stdout is not a terminal.
+    #[arg(long, conflicts_with = "machine")]
+    human: bool,
+    /// The machine-readable protocol (`ready`, `phase …`, the report on
+    /// stderr) even when stdout is a terminal.
+    #[arg(long)]
+    machine: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -219,6 +242,401 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
+// ===== Output: for programs or for people =====
+
+/// Who reads stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Scripts and tests: the protocol lines on stdout, the progress bar on
+    /// stderr (drawn only if stderr is a terminal), `{report:#}` on stderr.
+    Machine,
+    /// People: the progress bar and every line on stdout, no protocol lines.
+    Human,
+}
+
+impl Mode {
+    /// `--human` or `--machine` if given, else people exactly when stdout
+    /// is a terminal.
+    fn choose(args: &Args) -> Mode {
+        if args.human || (!args.machine && std::io::stdout().is_terminal()) {
+            Mode::Human
+        } else {
+            Mode::Machine
+        }
+    }
+}
+
+/// Where each kind of line goes, by [`Mode`]. Every line is printed with
+/// the progress bar suspended, so none is torn by a redraw.
+#[derive(Clone)]
+struct Out {
+    mode: Mode,
+    quiet: bool,
+    bar: ProgressBar,
+}
+
+impl Out {
+    fn new(mode: Mode, quiet: bool, items: u64) -> Out {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            match mode {
+                Mode::Machine => {
+                    let bar =
+                        ProgressBar::with_draw_target(Some(items), ProgressDrawTarget::stderr());
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:40} {pos}/{len} items  {per_sec}  {msg}",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar
+                }
+                Mode::Human => {
+                    let bar =
+                        ProgressBar::with_draw_target(Some(items), ProgressDrawTarget::stdout());
+                    bar.set_style(running_style());
+                    // Redraws while nothing finishes (a stuck item, a slow
+                    // drain), so elapsed and ETA stay true.
+                    bar.enable_steady_tick(Duration::from_millis(250));
+                    bar
+                }
+            }
+        };
+        Out { mode, quiet, bar }
+    }
+
+    /// A line of the protocol: on stdout for programs, nowhere for people.
+    fn protocol(&self, line: std::fmt::Arguments<'_>) {
+        if self.mode == Mode::Machine {
+            say(line);
+        }
+    }
+
+    /// A line for people, above the progress bar; nowhere for programs or
+    /// with `--quiet`.
+    fn human(&self, line: std::fmt::Arguments<'_>) {
+        if self.mode == Mode::Human && !self.quiet {
+            self.bar.suspend(|| say(line));
+        }
+    }
+
+    /// A diagnostic on stderr (a panic message) in both modes.
+    fn error(&self, line: std::fmt::Arguments<'_>) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+}
+
+/// The bar while the run accepts work: `12s [████░░░░] 5210/20000 items
+/// 434/s  ETA 34s`.
+fn running_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{elapsed:>4} [{bar:32}] {pos}/{len} items  {rate}  ETA {eta}  {msg}",
+    )
+    .expect("valid template")
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        },
+    )
+    .progress_chars("█▉▊▋▌▍▎▏░")
+}
+
+/// The bar from the stop on: no rate or ETA (the rest is not going to
+/// run), the phase in the message.
+fn stopping_style() -> ProgressStyle {
+    ProgressStyle::with_template("{elapsed:>4} [{bar:32}] {pos}/{len} items  {msg}")
+        .expect("valid template")
+        .progress_chars("█▉▊▋▌▍▎▏░")
+}
+
+/// `850.0 ms`, `12.3 s`, `4m 05s`.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{:.1} ms", secs * 1e3)
+    } else if secs < 60.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{}m {:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// `1 item`, `2 items`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+// ===== Live counts =====
+
+/// How many items are queued and in flight right now, counted by the
+/// example itself: the producer counts each item the pool accepted, the job
+/// each item it starts and each it finishes.
+///
+/// The counters only grow, and they are display figures that publish
+/// nothing, so `Relaxed` suffices; a snapshot is not one instant across the
+/// three (a worker can start an item before the producer has counted it),
+/// so the differences saturate at zero.
+///
+/// When the pool exposes live counts of its own, [`Live::snapshot`] reads
+/// those instead and the three counters go: nothing else changes.
+#[derive(Debug, Default)]
+struct Live {
+    submitted: AtomicU64,
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+/// What [`Live::snapshot`] saw.
+#[derive(Clone, Copy, Debug)]
+struct Snapshot {
+    in_flight: u64,
+    queued: u64,
+}
+
+impl Live {
+    fn snapshot(&self) -> Snapshot {
+        let finished = self.finished.load(Ordering::Relaxed);
+        let started = self.started.load(Ordering::Relaxed);
+        let submitted = self.submitted.load(Ordering::Relaxed);
+        Snapshot {
+            in_flight: started.saturating_sub(finished),
+            queued: submitted.saturating_sub(started),
+        }
+    }
+}
+
+// ===== Lines for people =====
+
+/// What another signal does, to tell people the truth about Ctrl-C.
+#[derive(Clone, Debug)]
+struct Keys {
+    /// SIGINT is among the signals handled: Ctrl-C stops gracefully.
+    ctrl_c: bool,
+    /// A second signal ends the process at once.
+    force_exit: bool,
+    /// The signals handled, by name (for the start line when SIGINT is not
+    /// one of them).
+    names: Vec<&'static str>,
+}
+
+impl Keys {
+    fn new(args: &Args) -> Keys {
+        let set: &[Signal] = if args.signals.is_empty() {
+            &Signal::DEFAULT_SET
+        } else {
+            &args.signals
+        };
+        Keys {
+            ctrl_c: set.contains(&Signal::Interrupt),
+            force_exit: !args.no_force_exit,
+            names: set.iter().map(|s| s.name()).collect(),
+        }
+    }
+
+    /// The start line's hint.
+    fn how_to_stop(&self) -> String {
+        match (self.ctrl_c, self.force_exit) {
+            (true, true) => "press Ctrl-C to stop (twice to exit at once)".to_owned(),
+            (true, false) => "press Ctrl-C to stop".to_owned(),
+            (false, _) => format!("send {} to stop", self.names.join(" or ")),
+        }
+    }
+
+    /// What Ctrl-C does once the stop has begun for `reason`.
+    fn while_stopping(&self, reason: Option<&StopReason>) -> String {
+        if !self.ctrl_c {
+            return "Ctrl-C ends the process at once (SIGINT is not in --signals)".to_owned();
+        }
+        if !self.force_exit {
+            return "Ctrl-C is ignored now (--no-force-exit)".to_owned();
+        }
+        match reason.and_then(StopReason::signal) {
+            Some(Signal::Interrupt) => "Ctrl-C again to exit now".to_owned(),
+            // Another signal began the stop: SIGINT is a second, distinct one.
+            Some(_) => "Ctrl-C to exit now".to_owned(),
+            // A stop begun by code: a first signal changes nothing.
+            None => "Ctrl-C twice to exit now".to_owned(),
+        }
+    }
+}
+
+/// Turns the phases into lines for people.
+struct PhaseLines {
+    out: Out,
+    live: Arc<Live>,
+    /// The runtime's token, set once it is built (before any phase fires):
+    /// the stop's reason.
+    stop: Arc<OnceLock<Token>>,
+    keys: Keys,
+    policy: Policy,
+    grace: Duration,
+    kill_grace: Duration,
+    hooks: usize,
+}
+
+impl PhaseLines {
+    fn show(&self, phase: Phase) {
+        let reason = self.stop.get().and_then(Token::reason);
+        match phase {
+            Phase::StopAccepting => {
+                self.out.bar.set_style(stopping_style());
+                self.out.bar.set_message("stopping");
+                if let Some(line) = self.draining_line(reason.as_ref()) {
+                    self.out.human(format_args!("{line}"));
+                }
+            }
+            Phase::Draining => self.out.bar.set_message("draining"),
+            Phase::HardStop => {
+                self.out.bar.set_message("hard stop");
+                let running = self.live.snapshot().in_flight;
+                self.out.human(format_args!(
+                    "deadline passed ({}): {} still running get {} more, then are left behind",
+                    human_duration(self.grace),
+                    plural(running, "item", "items"),
+                    human_duration(self.kill_grace),
+                ));
+            }
+            Phase::Releasing => {
+                self.out.bar.set_message("releasing");
+                let hooks = plural(self.hooks as u64, "release hook", "release hooks");
+                self.out.human(format_args!("releasing… ({hooks})"));
+            }
+            _ => {}
+        }
+    }
+
+    /// The line that says the stop began; none when the work simply ran out.
+    fn draining_line(&self, reason: Option<&StopReason>) -> Option<String> {
+        let why = match reason {
+            Some(StopReason::Completed) => return None,
+            Some(StopReason::Signal(Signal::Interrupt)) | None => String::new(),
+            Some(StopReason::Signal(s)) => format!("{}: ", s.name()),
+            Some(StopReason::JobFailed { error, .. }) => format!("fail-fast: {error}; "),
+            Some(other) => format!("stopping ({other}): "),
+        };
+        let now = self.live.snapshot();
+        let fate = match self.policy {
+            Policy::Handback if now.queued > 0 => " (to hand back)",
+            _ => "",
+        };
+        Some(format!(
+            "{why}draining {} in flight, {} queued{fate} — {}",
+            now.in_flight,
+            now.queued,
+            self.keys.while_stopping(reason),
+        ))
+    }
+}
+
+/// What the summary needs besides the report.
+struct Run<'a> {
+    /// Items this run was given (ids left after `--resume`).
+    total: u64,
+    /// Ids of `1..=--items` skipped as already done in the `--resume` ledger.
+    skipped: u64,
+    ledger: Option<&'a Path>,
+    resume: Option<&'a Path>,
+}
+
+/// The summary for people: what became of every item, the drain latency,
+/// the exit code, how to resume, then the report's own one-line summary.
+fn summary(run: &Run<'_>, report: &Report) -> String {
+    use std::fmt::Write as _;
+
+    let ran = human_duration(report.timings.triggered - report.timings.started);
+    let mut s = match &report.reason {
+        StopReason::Completed => format!("finished in {ran}\n"),
+        StopReason::Signal(sig) => format!("stopped by {} after {ran}\n", sig.name()),
+        StopReason::JobFailed { error, .. } => {
+            format!("stopped at the first failure (--fail-fast) after {ran}: {error}\n")
+        }
+        other => format!("stopped ({other}) after {ran}\n"),
+    };
+    let pool = report.pool("batch");
+    let count = |f: fn(&winddown::PoolReport) -> u64| pool.map_or(0, f);
+    let submitted = count(|p| p.submitted);
+    let done = count(|p| p.succeeded);
+    let failed = count(|p| p.failed);
+    let panicked = count(|p| p.panicked);
+    let never = run.total.saturating_sub(submitted);
+    let row = |s: &mut String, label: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(s, "  {label:<16}{value:>9}");
+    };
+    row(&mut s, "items", &run.total);
+    if run.skipped > 0 {
+        let _ = writeln!(
+            s,
+            "  ({} more already done per the --resume ledger)",
+            run.skipped
+        );
+    }
+    row(&mut s, "done", &done);
+    row(&mut s, "failed", &failed);
+    row(&mut s, "panicked", &panicked);
+    row(&mut s, "handed back", &count(|p| p.handed_back));
+    row(&mut s, "abandoned", &count(|p| p.abandoned));
+    let _ = writeln!(
+        s,
+        "  {:<16}{never:>9}   ({} items − {submitted} submitted)",
+        "never submitted", run.total
+    );
+    match report.timings.drain_latency {
+        Some(d) => row(&mut s, "drain latency", &human_duration(d)),
+        None => row(&mut s, "drain latency", &"timed out"),
+    }
+    for stuck in &report.stuck {
+        let _ = write!(s, "  left behind: {}", stuck.thread);
+        if let Some(key) = &stuck.job_key {
+            let _ = write!(s, " in item {key}");
+        }
+        if let Some(d) = stuck.in_job {
+            let _ = write!(s, " for {}", human_duration(d));
+        }
+        s.push('\n');
+    }
+    row(&mut s, "exit code", &report.exit_code);
+    if pool.is_some_and(|p| !p.is_balanced()) {
+        s.push_str("  warning: the pool's counts do not add up to its submitted items\n");
+    }
+
+    // `--resume` redoes every id without done, fail or panic in a ledger.
+    let left = run.total.saturating_sub(done + failed + panicked);
+    if left > 0 {
+        let left = plural(left, "item", "items");
+        match (run.ledger, run.resume) {
+            (Some(ledger), Some(resume)) if resume != ledger => {
+                let _ = writeln!(
+                    s,
+                    "to process the {left} left, join the ledgers and resume from both: \
+                     cat {} {} > all.ledger, then run again with --ledger all.ledger \
+                     --resume all.ledger",
+                    resume.display(),
+                    ledger.display(),
+                );
+            }
+            (Some(ledger), _) => {
+                let _ = writeln!(
+                    s,
+                    "to process the {left} left, run again with the same options and \
+                     --resume {}",
+                    ledger.display(),
+                );
+            }
+            (None, _) => {
+                let _ = writeln!(
+                    s,
+                    "{left} not processed; run with --ledger FILE to be able to resume \
+                     them with --resume FILE"
+                );
+            }
+        }
+    }
+    let _ = write!(s, "{report}");
+    s
+}
+
 /// Reads an earlier ledger and returns the ids that reached an outcome.
 fn finished_ids(path: &Path) -> anyhow::Result<HashSet<u64>> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -266,29 +684,40 @@ fn main() -> anyhow::Result<ExitCode> {
         None => HashSet::new(),
     };
     let ids: Vec<u64> = (1..=args.items).filter(|id| !skip.contains(id)).collect();
+    let run_info = Run {
+        total: ids.len() as u64,
+        skipped: args.items - ids.len() as u64,
+        ledger: args.ledger.as_deref(),
+        resume: args.resume.as_deref(),
+    };
+
+    let mode = Mode::choose(&args);
+    let out = Out::new(mode, args.quiet, ids.len() as u64);
+    let live = Arc::new(Live::default());
+    let keys = Keys::new(&args);
 
     if args.quiet {
         std::panic::set_hook(Box::new(|_| {}));
     } else {
-        std::panic::set_hook(Box::new(|info| {
+        let panic_out = out.clone();
+        std::panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current();
-            eprintln!("{}: {info}", thread.name().unwrap_or("?"));
+            panic_out.error(format_args!("{}: {info}", thread.name().unwrap_or("?")));
         }));
     }
 
-    let progress = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar =
-            ProgressBar::with_draw_target(Some(ids.len() as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} items  {per_sec}  {msg}")
-                .expect("valid template"),
-        );
-        bar
+    let phase_bar = out.bar.clone();
+    let stop = Arc::new(OnceLock::new());
+    let lines = PhaseLines {
+        out: out.clone(),
+        live: live.clone(),
+        stop: stop.clone(),
+        keys: keys.clone(),
+        policy: args.policy,
+        grace: Duration::from_millis(args.grace),
+        kill_grace: Duration::from_millis(args.kill_grace),
+        hooks: args.hooks,
     };
-
-    let phase_bar = progress.clone();
     let mut builder = Runtime::builder();
     if !args.signals.is_empty() {
         builder = builder.handle_signals(args.signals.iter().copied());
@@ -299,11 +728,16 @@ fn main() -> anyhow::Result<ExitCode> {
         .force_exit_on_second_signal(!args.no_force_exit)
         .forced_exit_code(args.forced_exit_code)
         .honor_ignored_signals(!args.no_honor_ignored)
-        .on_phase(move |phase| {
-            phase_bar.set_message(phase.name());
-            say(format_args!("phase {phase}"));
+        .on_phase(move |phase| match mode {
+            Mode::Machine => {
+                phase_bar.set_message(phase.name());
+                say(format_args!("phase {phase}"));
+            }
+            Mode::Human => lines.show(phase),
         })
         .build()?;
+    // Phases fire only inside `run`, after this.
+    let _ = stop.set(rt.handle().token());
 
     let stuck: HashSet<u64> = args.stuck.iter().copied().collect();
     let coop: HashSet<u64> = args.coop_stuck.iter().copied().collect();
@@ -323,25 +757,34 @@ fn main() -> anyhow::Result<ExitCode> {
         pool = pool.capacity(c);
     }
     let job_ledger = ledger.clone();
-    let job_bar = progress.clone();
+    let job_out = out.clone();
+    let job_live = live.clone();
     let pool = pool.start(move |item: Item, token: &Token| {
         let id = item.id;
+        job_live.started.fetch_add(1, Ordering::Relaxed);
         let thread = std::thread::current();
         job_ledger.log(format_args!("start {id} {}", thread.name().unwrap_or("?")));
         if stuck.contains(&id) || coop.contains(&id) {
-            say(format_args!("stuck {id}"));
+            job_out.protocol(format_args!("stuck {id}"));
         }
         if stuck.contains(&id) {
+            job_out.human(format_args!(
+                "item {id} is stuck and ignores the stop (--stuck)"
+            ));
             // Deaf to every token, like a thread stuck in a system call.
             std::thread::sleep(Duration::from_secs(3600));
         }
         if coop.contains(&id) {
+            job_out.human(format_args!(
+                "item {id} runs until the deadline (--coop-stuck)"
+            ));
             // Long work that aborts only when the deadline passes.
             token.wait_hard();
         } else {
             std::hint::black_box(burn(&item));
         }
-        job_bar.inc(1);
+        job_live.finished.fetch_add(1, Ordering::Relaxed);
+        job_out.bar.inc(1);
         if divides(panic_every, id) {
             job_ledger.log(format_args!("panic {id}"));
             panic!("item {id}: injected panic");
@@ -363,6 +806,8 @@ fn main() -> anyhow::Result<ExitCode> {
     // logged as unsubmitted with every item not reached yet.
     let work = args.work;
     let feed_ledger = ledger.clone();
+    let feed_out = out.clone();
+    let feed_live = live.clone();
     let keep_open = args.keep_open;
     rt.spawn("producer", move |token| {
         let mut items = ids.into_iter().map(|id| {
@@ -371,17 +816,26 @@ fn main() -> anyhow::Result<ExitCode> {
             let cost = work.min + Duration::from_nanos(rng.u64(0..=span));
             Item { id, cost }
         });
+        let accepted = || {
+            feed_live.submitted.fetch_add(1, Ordering::Relaxed);
+        };
         let mut said_full = false;
         while let Some(item) = items.next() {
             let refused = match submitter.try_submit(item) {
-                Ok(()) => continue,
+                Ok(()) => {
+                    accepted();
+                    continue;
+                }
                 Err(TrySubmitError::Full(item)) => {
                     if !said_full {
                         said_full = true;
-                        say(format_args!("queue full"));
+                        feed_out.protocol(format_args!("queue full"));
                     }
                     match submitter.submit(item) {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            accepted();
+                            continue;
+                        }
                         Err(refused) => refused.into_inner(),
                     }
                 }
@@ -414,9 +868,23 @@ fn main() -> anyhow::Result<ExitCode> {
         );
     }
 
-    say(format_args!("ready"));
+    out.protocol(format_args!("ready"));
+    out.human(format_args!(
+        "batch: {} on {}, {} each; on a stop, queued items are {}",
+        plural(run_info.total, "item", "items"),
+        plural(workers as u64, "worker", "workers"),
+        match (args.work.min, args.work.max) {
+            (min, max) if min == max => format!("{min:?}"),
+            (min, max) => format!("{min:?}–{max:?}"),
+        },
+        match args.policy {
+            Policy::Finish => "run",
+            Policy::Handback => "handed back",
+        },
+    ));
+    out.human(format_args!("{}", keys.how_to_stop()));
     let mut report = rt.run();
-    progress.finish_and_clear();
+    out.bar.finish_and_clear();
 
     let handed_back = report.take_handed_back(pool_id);
     for item in &handed_back {
@@ -430,18 +898,22 @@ fn main() -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.report {
         write_json(path, &report, &handed_back)?;
     }
-    if !args.quiet {
-        eprintln!("{report:#}");
+    match mode {
+        Mode::Machine if !args.quiet => eprintln!("{report:#}"),
+        Mode::Machine => {}
+        Mode::Human => out.human(format_args!("{}", summary(&run_info, &report))),
     }
     if let Some(ms) = args.after_run_ms {
         // The program's own cleanup after the runtime is done: signals now
         // follow the documented rule (a first one is nothing; a second one
         // exits only with force-exit on).
-        say(format_args!("checkpoint begin"));
+        out.protocol(format_args!("checkpoint begin"));
+        out.human(format_args!("saving a checkpoint…"));
         ledger.log(format_args!("checkpoint begin"));
         std::thread::sleep(Duration::from_millis(ms));
         ledger.log(format_args!("checkpoint end"));
-        say(format_args!("checkpoint end"));
+        out.protocol(format_args!("checkpoint end"));
+        out.human(format_args!("checkpoint saved"));
     }
     Ok(report.process_exit_code())
 }
