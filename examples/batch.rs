@@ -673,7 +673,23 @@ fn burn(item: &Item) -> u64 {
     }
 }
 
+/// With the `tracing` feature and `RUST_LOG` set (e.g. `RUST_LOG=winddown=debug`),
+/// winddown's events are printed to stderr; otherwise nothing is installed.
+#[cfg(feature = "tracing")]
+fn init_events() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn init_events() {}
+
 fn main() -> anyhow::Result<ExitCode> {
+    init_events();
     let args = Args::parse();
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)

@@ -73,7 +73,23 @@ struct Args {
 /// Counts the `/sleep` requests in progress, for the `inflight` lines.
 static SLEEPING: AtomicU64 = AtomicU64::new(0);
 
+/// With the `tracing` feature and `RUST_LOG` set (e.g. `RUST_LOG=winddown=debug`),
+/// winddown's events are printed to stderr; otherwise nothing is installed.
+#[cfg(feature = "tracing")]
+fn init_events() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn init_events() {}
+
 fn main() -> anyhow::Result<ExitCode> {
+    init_events();
     let args = Args::parse();
     let mut rt = Runtime::builder()
         .grace(Duration::from_millis(args.grace))
