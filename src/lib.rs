@@ -224,3 +224,21 @@ pub use crate::server::{Request, Response, Server, ServerBuilder};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
+
+/// The [`anyhow`](https://docs.rs/anyhow/1) crate, re-exported: jobs, hooks,
+/// background threads and handlers return [`anyhow::Result`], so
+/// `winddown::anyhow::Result<()>` (and `winddown::anyhow::bail!`, …) work
+/// without a dependency of your own. The version is the one winddown depends
+/// on (1.x), so the error types always match.
+///
+/// ```
+/// use winddown::anyhow::{ensure, Result};
+///
+/// fn job(n: u32) -> Result<()> {
+///     ensure!(n != 13, "unlucky");
+///     Ok(())
+/// }
+/// assert!(job(12).is_ok());
+/// assert_eq!(job(13).unwrap_err().to_string(), "unlucky");
+/// ```
+pub use anyhow;
