@@ -185,8 +185,17 @@
 //!
 //! # Foreign types in the API
 //!
-//! [`crossbeam_channel::Receiver`] (from [`Token::receiver`], for `select!`)
-//! and [`anyhow::Error`] (job and hook results).
+//! * [`crossbeam_channel::Receiver`][Receiver], from [`Token::receiver`] and
+//!   [`Token::hard_receiver`], for [`select!`][select] (add
+//!   `crossbeam-channel = "0.5"` to your dependencies to use it).
+//! * [`anyhow::Error`] and [`anyhow::Result`]: what jobs, hooks, background
+//!   threads and handlers return; re-exported as [`winddown::anyhow`](mod@anyhow).
+//!
+//! <!-- crossbeam-channel sets no `html_root_url`, so rustdoc cannot link
+//! into it without its docs built alongside: the links are written out. -->
+//!
+//! [Receiver]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/struct.Receiver.html
+//! [select]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/macro.select.html
 
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
