@@ -128,8 +128,11 @@
 //! `http.Server.Shutdown`:
 //!
 //! ```no_run
+//! # #[cfg(not(feature = "http"))] fn main() {} // this example needs `http`
+//! # #[cfg(feature = "http")]
 //! use winddown::{Response, Runtime, Server};
 //!
+//! # #[cfg(feature = "http")]
 //! fn main() -> anyhow::Result<std::process::ExitCode> {
 //!     let mut rt = Runtime::new()?;
 //!     Server::builder()
@@ -158,6 +161,17 @@
 //!   connection counts as a failure (exit code 1), like a stuck job.
 //! * An accept error (too many open files) pauses the acceptor (5 ms
 //!   doubling to 1 s, cut short by the stop) and serving goes on.
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `http` | on | [`Server`], [`ServerBuilder`], [`Request`], [`Response`]: the blocking HTTP/1.1 server above (dependencies `httparse`, `socket2`) |
+//!
+//! With every feature off (`default-features = false`) the core — runtime,
+//! pools, tokens, signals, hooks, the report — is all there; the report's
+//! [`servers`](Report::servers) list is then always empty. Items that need a
+//! feature say so on docs.rs.
 //!
 //! # Limitations
 //!
@@ -199,6 +213,13 @@
 
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs builds with `--cfg docsrs` (see `[package.metadata.docs.rs]`) and
+// marks each feature-gated item with the feature it needs.
+//
+// The pattern for a feature-gated public item: `#[cfg(feature = "x")]` and
+// `#[cfg_attr(docsrs, doc(cfg(feature = "x")))]` on the item itself and on
+// its `pub use` below, so the note shows wherever the item is rendered.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod hooks;
@@ -210,6 +231,7 @@ mod registry;
 mod report;
 mod runtime;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 mod server;
 mod shared;
 mod signal;
@@ -229,6 +251,7 @@ pub use crate::report::{
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use crate::server::{Request, Response, Server, ServerBuilder};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
