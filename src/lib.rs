@@ -7,6 +7,12 @@
 //!
 //! # Quick start
 //!
+//! ```toml
+//! [dependencies]
+//! winddown = "0.1"
+//! anyhow = "1" # or use the re-export, `winddown::anyhow`
+//! ```
+//!
 //! ```no_run
 //! use std::process::ExitCode;
 //! use std::time::Duration;
@@ -149,7 +155,7 @@
 //!
 //! * From the trigger, the health path answers 503 and every response
 //!   carries `Connection: close`; after the optional
-//!   [pre-close delay](ServerBuilder::pre_close_delay) (accepting and
+//!   [pre-close delay][pre-close] (accepting and
 //!   serving all the while, so load balancers can deregister), the listener
 //!   closes: the blocked `accept` is woken, not polled, and new connects are
 //!   refused.
@@ -193,8 +199,9 @@
 //! draws them:
 //!
 //! ```text
-//! runtime → pool → registry → shared → unit, join, submit → slot, token, phase, report, reason
-//!        ↘ signal, hooks                                      (server sits on top of runtime)
+//! server → runtime → pool → registry → shared → unit, join, submit
+//!                             (signal and hooks beside registry)
+//!        → slot, token, phase, report, reason, error, thread
 //! ```
 //!
 //! # Foreign types in the API
@@ -211,6 +218,18 @@
 //! [Receiver]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/struct.Receiver.html
 //! [select]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/macro.select.html
 
+// The server's items exist only with `http`; without it, the crate docs
+// link to them on docs.rs (built with every feature) so that `cargo doc
+// --no-default-features` has no broken link either.
+#![cfg_attr(feature = "http", doc = "[pre-close]: ServerBuilder::pre_close_delay")]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[pre-close]: https://docs.rs/winddown/0.1/winddown/struct.ServerBuilder.html#method.pre_close_delay",
+    doc = "[`Server`]: https://docs.rs/winddown/0.1/winddown/struct.Server.html",
+    doc = "[`ServerBuilder`]: https://docs.rs/winddown/0.1/winddown/struct.ServerBuilder.html",
+    doc = "[`Request`]: https://docs.rs/winddown/0.1/winddown/struct.Request.html",
+    doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html"
+)]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 // docs.rs builds with `--cfg docsrs` (see `[package.metadata.docs.rs]`) and
