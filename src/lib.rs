@@ -7,6 +7,12 @@
 //!
 //! # Quick start
 //!
+//! ```toml
+//! [dependencies]
+//! winddown = "0.1"
+//! anyhow = "1" # or use the re-export, `winddown::anyhow`
+//! ```
+//!
 //! ```no_run
 //! use std::process::ExitCode;
 //! use std::time::Duration;
@@ -128,8 +134,11 @@
 //! `http.Server.Shutdown`:
 //!
 //! ```no_run
+//! # #[cfg(not(feature = "http"))] fn main() {} // this example needs `http`
+//! # #[cfg(feature = "http")]
 //! use winddown::{Response, Runtime, Server};
 //!
+//! # #[cfg(feature = "http")]
 //! fn main() -> anyhow::Result<std::process::ExitCode> {
 //!     let mut rt = Runtime::new()?;
 //!     Server::builder()
@@ -146,7 +155,7 @@
 //!
 //! * From the trigger, the health path answers 503 and every response
 //!   carries `Connection: close`; after the optional
-//!   [pre-close delay](ServerBuilder::pre_close_delay) (accepting and
+//!   [pre-close delay][pre-close] (accepting and
 //!   serving all the while, so load balancers can deregister), the listener
 //!   closes: the blocked `accept` is woken, not polled, and new connects are
 //!   refused.
@@ -170,6 +179,67 @@
 //! feature, on by default; without `NOTIFY_SOCKET` it does nothing. See
 //! [`Builder::notify_systemd`] for the messages and the opt-out.
 //!
+//! # Events
+//!
+//! With the `tracing` feature, winddown reports what it does as
+//! [`tracing`](https://docs.rs/tracing) events with the target `winddown`
+//! and structured fields (durations in milliseconds, `*_ms`). Without the
+//! feature the calls are compiled out: no dependency, no cost. `tracing`
+//! rather than `log` because the fields (signal, phase, pool, thread, job
+//! key, durations) are what a log pipeline indexes, and `log` users still
+//! get every event through `tracing`'s `log` feature or `tracing-log`.
+//!
+//! | event (message) | level | fields |
+//! | --- | --- | --- |
+//! | `signal received: stopping gracefully` | warn | `signal`, `number` |
+//! | `signal received while a stop is under way: nothing more to do` | info | `signal`, `number` |
+//! | `the same signal again within 100 ms: counted once` | debug | `signal` |
+//! | `second signal: exiting now, without the report` | error | `signal`, `code` |
+//! | `signal inherited as ignored (nohup, trap ''): left ignored` | info | `signal` |
+//! | `signal handling registered` | debug | `signals`, `force_exit` |
+//! | `stop begun` | info | `reason`, `ran_for_ms`, `grace_ms` |
+//! | `phase` (each phase entered) | info | `phase` |
+//! | `job failed` / `job panicked` | warn / error | `pool`, `worker`, `job_key`, `error` / `panic` |
+//! | `fail-fast pool: stopping` | warn | `pool`, `job_key` |
+//! | `drain deadline passed: hard stop; …` | warn | `still_running`, `grace_ms` |
+//! | `drained` | info | `drain_latency_ms` |
+//! | `kill grace over: threads still running are detached` | warn | `stuck` |
+//! | `thread stuck past the deadline: detached` | warn | `thread`, `pool`, `job_key`, `in_job_ms` |
+//! | `hook done` | debug | `hook`, `kind`, `elapsed_ms` |
+//! | `hook overran its budget: …` | warn | `hook`, `kind`, `budget_ms` |
+//! | `hook failed` / `hook panicked` | warn / error | `hook`, `kind`, `error` / `panic`, `elapsed_ms` |
+//! | `background thread failed` / `… panicked` | warn / error | `thread`, `error` / `panic` |
+//! | `accept failed; retrying after a pause` | warn | `addr`, `error`, `backoff_ms` |
+//! | `handler failed: answered 500` / `handler panicked: …` | warn / error | `addr`, `path`, `error` / `panic` |
+//! | `closing the listener` | info | `addr` |
+//! | `drain deadline: closing the connections still open, …` | warn | `addr` |
+//! | `stopped` (the last event of a run) | info | `reason`, `exit_code`, `total_ms`, `summary` |
+//!
+//! ```no_run
+//! # #[cfg(feature = "tracing")] {
+//! // Any subscriber works; e.g. with tracing-subscriber:
+//! //   tracing_subscriber::fmt().with_env_filter("winddown=info").init();
+//! let rt = winddown::Runtime::new()?;
+//! let report = rt.run(); // events go to the subscriber as the stop runs
+//! # let _ = report;
+//! # }
+//! # Ok::<(), winddown::BuildError>(())
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `http` | on | [`Server`], [`ServerBuilder`], [`Request`], [`Response`]: the blocking HTTP/1.1 server above (dependencies `httparse`, `socket2`) |
+//! | `systemd` | on | `sd_notify` when `NOTIFY_SOCKET` is set ([systemd](#systemd); no dependencies) |
+//! | `serde` | off | `Serialize` for [`Report`] and its parts ([serialization](Report#serialization); dependency `serde`) |
+//! | `tracing` | off | events for logs ([Events](#events); dependency `tracing`) |
+//!
+//! With every feature off (`default-features = false`) the core — runtime,
+//! pools, tokens, signals, hooks, the report — is all there; the report's
+//! [`servers`](Report::servers) list is then always empty. Items that need a
+//! feature say so on docs.rs.
+//!
 //! # Limitations
 //!
 //! * SIGKILL cannot be caught; nothing runs.
@@ -190,17 +260,46 @@
 //! draws them:
 //!
 //! ```text
-//! runtime → pool → registry → shared → unit, join, submit → slot, token, phase, report, reason
-//!        ↘ signal, hooks, systemd                             (server sits on top of runtime)
+//! server → runtime → pool → registry → shared → unit, join, submit
+//!                 (signal, hooks and systemd beside registry)
+//!        → slot, token, phase, report, reason, error, thread, event
 //! ```
 //!
 //! # Foreign types in the API
 //!
-//! [`crossbeam_channel::Receiver`] (from [`Token::receiver`], for `select!`)
-//! and [`anyhow::Error`] (job and hook results).
+//! * [`crossbeam_channel::Receiver`][Receiver], from [`Token::receiver`] and
+//!   [`Token::hard_receiver`], for [`select!`][select] (add
+//!   `crossbeam-channel = "0.5"` to your dependencies to use it).
+//! * [`anyhow::Error`] and [`anyhow::Result`]: what jobs, hooks, background
+//!   threads and handlers return; re-exported as [`winddown::anyhow`](mod@anyhow).
+//!
+//! <!-- crossbeam-channel sets no `html_root_url`, so rustdoc cannot link
+//! into it without its docs built alongside: the links are written out. -->
+//!
+//! [Receiver]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/struct.Receiver.html
+//! [select]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/macro.select.html
 
+// The server's items exist only with `http`; without it, the crate docs
+// link to them on docs.rs (built with every feature) so that `cargo doc
+// --no-default-features` has no broken link either.
+#![cfg_attr(feature = "http", doc = "[pre-close]: ServerBuilder::pre_close_delay")]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[pre-close]: https://docs.rs/winddown/0.1/winddown/struct.ServerBuilder.html#method.pre_close_delay",
+    doc = "[`Server`]: https://docs.rs/winddown/0.1/winddown/struct.Server.html",
+    doc = "[`ServerBuilder`]: https://docs.rs/winddown/0.1/winddown/struct.ServerBuilder.html",
+    doc = "[`Request`]: https://docs.rs/winddown/0.1/winddown/struct.Request.html",
+    doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html"
+)]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs builds with `--cfg docsrs` (see `[package.metadata.docs.rs]`) and
+// marks each feature-gated item with the feature it needs.
+//
+// The pattern for a feature-gated public item: `#[cfg(feature = "x")]` and
+// `#[cfg_attr(docsrs, doc(cfg(feature = "x")))]` on the item itself and on
+// its `pub use` below, so the note shows wherever the item is rendered.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 #[macro_use]
@@ -214,6 +313,7 @@ mod registry;
 mod report;
 mod runtime;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 mod server;
 mod shared;
 mod signal;
@@ -234,7 +334,26 @@ pub use crate::report::{
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use crate::server::{Request, Response, Server, ServerBuilder};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
+
+/// The [`anyhow`](https://docs.rs/anyhow/1) crate, re-exported: jobs, hooks,
+/// background threads and handlers return [`anyhow::Result`], so
+/// `winddown::anyhow::Result<()>` (and `winddown::anyhow::bail!`, …) work
+/// without a dependency of your own. The version is the one winddown depends
+/// on (1.x), so the error types always match.
+///
+/// ```
+/// use winddown::anyhow::{ensure, Result};
+///
+/// fn job(n: u32) -> Result<()> {
+///     ensure!(n != 13, "unlucky");
+///     Ok(())
+/// }
+/// assert!(job(12).is_ok());
+/// assert_eq!(job(13).unwrap_err().to_string(), "unlucky");
+/// ```
+pub use anyhow;

@@ -285,6 +285,41 @@ fn default_workers() -> usize {
 /// [`Report::take_handed_back`] returns the handed-back jobs as a `Vec<T>`
 /// that cannot be mistaken for another pool's or another type's. The id is
 /// `Copy` and keeps nothing alive: take it before the last submitter goes.
+///
+/// # Examples
+///
+/// A second producer gets its own submitter; under
+/// [`DrainPolicy::HandBack`] the jobs still queued at the stop come back,
+/// typed, in queue order:
+///
+/// ```
+/// use winddown::{DrainPolicy, Runtime};
+///
+/// let mut rt = Runtime::builder().signals(false).build()?;
+/// let (started, job_started) = crossbeam_channel::bounded(1);
+/// let pool = rt
+///     .pool::<u32>("upload")
+///     .workers(1)
+///     .capacity(8)
+///     .drain(DrainPolicy::HandBack)
+///     .start(move |_n, token| {
+///         let _ = started.try_send(());
+///         token.wait(); // the first job runs until the stop
+///         Ok(())
+///     })?;
+/// let id = pool.id();
+/// let other = pool.submitter(); // for another producer thread
+/// pool.submit(1).expect("running");
+/// other.submit(2).expect("running");
+/// other.submit(3).expect("running");
+/// job_started.recv()?; // job 1 is in flight, 2 and 3 are queued
+/// rt.handle().request("deploy");
+/// let mut report = rt.run();
+/// assert_eq!(report.take_handed_back(id), vec![2, 3]);
+/// let upload = report.pool("upload").unwrap();
+/// assert_eq!((upload.succeeded, upload.handed_back), (1, 2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Pool<T> {
     submitter: Submitter<T>,
     id: PoolId<T>,

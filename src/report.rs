@@ -507,6 +507,36 @@ pub struct Timings {
 /// # }
 /// # Ok::<(), winddown::BuildError>(())
 /// ```
+///
+/// # Examples
+///
+/// ```
+/// use winddown::{Runtime, StopReason};
+///
+/// let mut rt = Runtime::builder().signals(false).build()?;
+/// let pool = rt.pool::<u32>("parse").workers(2).start(|n, _token| {
+///     winddown::anyhow::ensure!(n % 10 != 0, "{n} is round");
+///     Ok(())
+/// })?;
+/// for n in 1..=20 {
+///     pool.submit(n).expect("running");
+/// }
+/// drop(pool); // no more work: the run completes once the queue drains
+/// let report = rt.run();
+///
+/// assert_eq!(report.reason, StopReason::Completed);
+/// let parse = report.pool("parse").unwrap();
+/// assert_eq!((parse.submitted, parse.succeeded, parse.failed), (20, 18, 2));
+/// assert!(parse.is_balanced());
+/// let mut failures: Vec<_> = report.errors().map(|e| e.message.as_str()).collect();
+/// failures.sort();
+/// assert_eq!(failures, ["10 is round", "20 is round"]);
+/// assert!(report.has_failures());
+/// assert_eq!(report.exit_code, 1); // a job failed
+/// assert!(report.timings.drain_latency.is_some()); // nothing was stuck
+/// eprintln!("{report}"); // the one-paragraph summary
+/// # Ok::<(), winddown::BuildError>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Report {

@@ -430,6 +430,8 @@ impl Runtime {
         Handle::new(self.reg.shared.clone())
     }
 
+    // For the feature-gated units (the server); dead without them.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn registry(&mut self) -> &mut Registry {
         &mut self.reg
     }

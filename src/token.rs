@@ -502,7 +502,7 @@ impl fmt::Debug for StopSource {
 ///   [`wait_deadline`](Token::wait_deadline) block without polling and return
 ///   as soon as stopping begins.
 /// * [`receiver`](Token::receiver) becomes ready (disconnected) on stop, for
-///   [`crossbeam_channel::select!`].
+///   [`crossbeam_channel::select!`][select].
 /// * The *hard* side ([`is_hard_stopping`](Token::is_hard_stopping),
 ///   [`wait_hard`](Token::wait_hard), [`hard_receiver`](Token::hard_receiver))
 ///   fires when the drain deadline passes, for work that must abort mid-way.
@@ -528,6 +528,8 @@ impl fmt::Debug for StopSource {
 /// source.stop(StopReason::Requested("test".into()));
 /// let _ticks = worker.join().unwrap();
 /// ```
+///
+/// [select]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/macro.select.html
 pub struct Token {
     /// One handle of the node (see the module docs).
     node: Arc<Node>,
@@ -605,7 +607,7 @@ impl Token {
 
     /// Returns a receiver that becomes ready when stopping begins: a `recv`
     /// on it returns `Err(RecvError)` from then on. Nothing is ever sent on
-    /// it, so it composes with [`crossbeam_channel::select!`]:
+    /// it, so it composes with [`crossbeam_channel::select!`][select]:
     ///
     /// ```
     /// use std::time::Duration;
@@ -621,6 +623,8 @@ impl Token {
     ///     recv(token.receiver()) -> _ => {}
     /// }
     /// ```
+    ///
+    /// [select]: https://docs.rs/crossbeam-channel/0.5/crossbeam_channel/macro.select.html
     pub fn receiver(&self) -> &Receiver<()> {
         &self.node.graceful.rx
     }

@@ -101,6 +101,34 @@ type HandlerFn = dyn Fn(&Request, &Token) -> anyhow::Result<Response> + Send + S
 
 /// Configures a [`Server`]; made by [`Server::builder`], finished by
 /// [`bind`](ServerBuilder::bind).
+///
+/// # Examples
+///
+/// A server behind a load balancer: it keeps serving for 5 s after the
+/// stop while `/health` answers 503, and the runtime's grace covers that
+/// delay plus the longest request.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use winddown::{Response, Runtime, Server};
+///
+/// # fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+/// let mut rt = Runtime::builder().grace(Duration::from_secs(35)).build()?;
+/// let server = Server::builder()
+///     .name("api")                                 // threads api-accept, api-0 …
+///     .workers(64)                                 // connections served at once
+///     .health_path("/health")                      // 200, then 503 once stopping
+///     .pre_close_delay(Duration::from_secs(5))     // for the load balancer
+///     .keep_alive(Duration::from_secs(10))
+///     .io_timeout(Duration::from_secs(30))
+///     .max_body(64 * 1024)                         // larger bodies get 413
+///     .bind("0.0.0.0:8080")?;
+/// server.start(&mut rt, |req, _token| Ok(Response::text(200, req.path().to_owned())))?;
+/// let report = rt.run();
+/// eprintln!("{report}");
+/// Ok(report.process_exit_code())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use = "a server is made only when `bind` is called"]
 pub struct ServerBuilder {
