@@ -22,8 +22,11 @@ macro_rules! event {
     }};
 }
 
-/// A duration as milliseconds, the unit every event's `*_ms` field uses.
+/// A duration as milliseconds, the unit every event's `*_ms` field uses,
+/// to the microsecond (so a log line reads `1505.386`, not
+/// `1505.3869399999999`).
 #[cfg(feature = "tracing")]
 pub(crate) fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    // Whole microseconds fit an f64 exactly up to 2^53 µs (285 years).
+    d.as_micros() as f64 / 1e3
 }
