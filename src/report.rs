@@ -84,7 +84,7 @@ pub struct ThreadReport {
     /// The thread's name.
     pub name: String,
     /// The unit it belongs to, which the report's `Display` groups by: the
-    /// server's name for the threads of a [`Server`](crate::Server) (`http`
+    /// server's name for the threads of a `Server` (`http`
     /// for `http-0`, `http-accept`, …), the thread's own name for a thread
     /// of [`Runtime::spawn`](crate::Runtime::spawn) or
     /// [`Runtime::spawn_service`](crate::Runtime::spawn_service).
