@@ -217,6 +217,7 @@ pub use crate::reason::{Signal, StopReason};
 pub use crate::report::{
     ConnectionCounts, ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolId, PoolReport,
     Report, ServerReport, StuckThread, TakeError, ThreadOutcome, ThreadReport, Timings,
+    WorkerFailure, WorkerStage,
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 #[cfg(feature = "http")]
@@ -224,3 +225,4 @@ pub use crate::server::{Request, Response, Server, ServerBuilder};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
+pub use crate::unit::PoolStats;

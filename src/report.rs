@@ -150,6 +150,37 @@ pub struct PoolReport {
     pub abandoned_keys: Vec<String>,
     /// The first failures, at most eight.
     pub errors: Vec<JobError>,
+    /// Workers whose per-worker init failed or whose state panicked when
+    /// dropped (see [`PoolBuilder::start_with`](crate::PoolBuilder::start_with)),
+    /// in the order they happened. Each one makes the run a failure.
+    pub worker_failures: Vec<WorkerFailure>,
+}
+
+/// A pool worker's own failure, outside any job: its init returned `Err`
+/// or panicked (it then took no job), or its state panicked when dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerFailure {
+    /// The worker's index in its pool (`<pool>-<worker>` is its thread).
+    pub worker: usize,
+    /// The worker's thread name.
+    pub thread: String,
+    /// When it failed.
+    pub stage: WorkerStage,
+    /// The error (with its causes, `{:#}`) or the panic message.
+    pub message: String,
+    /// `true` if it panicked rather than returned `Err`.
+    pub panicked: bool,
+}
+
+/// When a [`WorkerFailure`] happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerStage {
+    /// In the init, before the worker took any job.
+    Init,
+    /// When the worker's state was dropped, as the worker exited.
+    Teardown,
 }
 
 impl PoolReport {
@@ -467,11 +498,13 @@ impl Report {
     }
 
     /// Returns `true` if anything went wrong: a job failed or panicked, a
-    /// hook failed or timed out, a background thread failed, a thread was
+    /// pool worker's init or teardown failed, a hook failed or timed out, a background thread failed, a thread was
     /// stuck, the hard stop fired, or a server connection was forced closed
     /// at the deadline.
     pub fn has_failures(&self) -> bool {
-        self.pools.iter().any(|p| p.failed + p.panicked > 0)
+        self.pools
+            .iter()
+            .any(|p| p.failed + p.panicked > 0 || !p.worker_failures.is_empty())
             || self.hooks.iter().any(|h| h.outcome.is_failure())
             || self
                 .threads
@@ -704,6 +737,7 @@ mod tests {
             handed_back_keys: vec![],
             abandoned_keys: vec![],
             errors: vec![],
+            worker_failures: vec![],
         }
     }
 
