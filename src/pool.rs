@@ -400,6 +400,9 @@ fn default_workers() -> usize {
 /// [`Report::take_handed_back`] returns the handed-back jobs as a `Vec<T>`
 /// that cannot be mistaken for another pool's or another type's. The id is
 /// `Copy` and keeps nothing alive: take it before the last submitter goes.
+///
+/// `pool.stats()` (through the submitter, [`Submitter::stats`]) reads the
+/// pool's live counts while it runs, and its final counts after the run.
 pub struct Pool<T> {
     submitter: Submitter<T>,
     id: PoolId<T>,
