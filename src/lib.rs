@@ -331,6 +331,7 @@ pub use crate::reason::{Signal, StopReason};
 pub use crate::report::{
     ConnectionCounts, ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolId, PoolReport,
     Report, ServerReport, StuckThread, TakeError, ThreadOutcome, ThreadReport, Timings,
+    WorkerFailure, WorkerStage,
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 #[cfg(feature = "http")]
@@ -340,6 +341,7 @@ pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
 
+pub use crate::unit::PoolStats;
 /// The [`anyhow`](https://docs.rs/anyhow/1) crate, re-exported: jobs, hooks,
 /// background threads and handlers return [`anyhow::Result`], so
 /// `winddown::anyhow::Result<()>` (and `winddown::anyhow::bail!`, …) work

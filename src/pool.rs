@@ -20,16 +20,27 @@
 //! once without waiting for the runtime's thread; if a submit did hold it,
 //! that submit refuses and `stop_accepting` disconnects right after.
 //!
+//! # Per-worker state
+//!
+//! A worker first runs the pool's init on its own thread
+//! ([`PoolBuilder::start_with`]; `start` is `start_with` with `()` as the
+//! state), then passes `&mut state` to every job, and drops the state on its
+//! thread as it exits. The worker loop is generic over the state and the
+//! job function, so a pool without state pays nothing for the feature (no
+//! boxed call per job).
+//!
 //! # Who owns a job
 //!
 //! Each worker has one state word (`slot::Slot`); its table and the proof
 //! that every job ends in exactly one bucket are in `slot.rs`. Per job, a
 //! pool without a key function pays two uncontended compare-and-swaps on it
-//! (`take_and_run`, `finish`), with a key function three.
+//! (`take_and_run`, `finish`), with a key function three. The outcome
+//! counters beside the slots (`slot::Tally`) feed the report and the live
+//! counts ([`PoolStats`](crate::PoolStats)).
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,13 +51,15 @@ use crate::error::BuildError;
 use crate::join::{Hold, Spec, ThreadView};
 use crate::reason::StopReason;
 use crate::registry::Registry;
-use crate::report::{JobError, PoolId, PoolReport, Report, StuckThread};
+use crate::report::{
+    JobError, PoolId, PoolReport, Report, StuckThread, WorkerFailure, WorkerStage,
+};
 use crate::shared::Shared;
-use crate::slot::{Sealed, Slot};
+use crate::slot::{Counter, Sealed, Tally, WorkerTally};
 use crate::submit::{Queue, Sequenced, Submitter};
 use crate::thread::catch;
 use crate::token::Token;
-use crate::unit::Unit;
+use crate::unit::{PoolStats, Unit};
 
 /// How many job error messages a pool keeps for the report.
 pub(crate) const MAX_ERRORS: usize = 8;
@@ -66,13 +79,14 @@ pub enum DrainPolicy {
     HandBack,
 }
 
-type JobFn<T> = dyn Fn(T, &Token) -> anyhow::Result<()> + Send + Sync;
 type KeyFn<T> = dyn Fn(&T) -> String + Send + Sync;
 
 // ===== PoolBuilder =====
 
 /// Configures a pool; made by [`Runtime::pool`](crate::Runtime::pool),
-/// finished by [`start`](PoolBuilder::start).
+/// finished by [`start`](PoolBuilder::start), or by
+/// [`start_with`](PoolBuilder::start_with) for workers that keep a state of
+/// their own (a database connection each).
 ///
 /// ```
 /// use winddown::{DrainPolicy, Runtime};
@@ -175,7 +189,8 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
     /// Spawns the workers (`<name>-0` … `<name>-{W-1}`) and returns the
     /// [`Pool`], which is also the first submitter. Each job runs as
     /// `job_fn(job, &token)`; an `Err` or a panic is caught, counted and
-    /// recorded, and the worker goes on.
+    /// recorded, and the worker goes on. (This is
+    /// [`start_with`](PoolBuilder::start_with) with no per-worker state.)
     ///
     /// A pool started after the stop began (a signal during start-up) starts
     /// stopped: its workers exit at once and every submit hands its job
@@ -191,6 +206,97 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
     pub fn start<F>(self, job_fn: F) -> Result<Pool<T>, BuildError>
     where
         F: Fn(T, &Token) -> anyhow::Result<()> + Send + Sync + 'static,
+    {
+        self.start_with(
+            |_worker| Ok(()),
+            move |_: &mut (), job, token: &Token| job_fn(job, token),
+        )
+    }
+
+    /// Spawns the workers as [`start`](PoolBuilder::start) does, each of
+    /// which first runs `init(worker)` once, on its own thread, before it
+    /// takes any job (`worker` is its index, `0..W`, as in its thread name
+    /// `<name>-<worker>`), and then runs every job it takes as
+    /// `job_fn(&mut state, job, &token)` with the state its init returned:
+    /// one database connection per worker, a scratch buffer, a client.
+    ///
+    /// The state never leaves its worker's thread, so it need not be
+    /// `Send`. It is dropped on that thread when the worker exits — after
+    /// its last job, before the thread reports its exit, so inside the
+    /// drain: that drop is the per-worker teardown (close the connection in
+    /// the state's `Drop`). A job that panicked leaves the state as the
+    /// panic left it, and the worker's next job gets it so.
+    ///
+    /// Init is user code run inside the drain's accounting: a slow init
+    /// delays that worker's first job, and one still running at the drain
+    /// deadline is named stuck like a job. A worker that would take no job
+    /// because the stop came first (past the drain deadline, or stopping
+    /// under [`DrainPolicy::HandBack`]) skips its init.
+    ///
+    /// # Init failures
+    ///
+    /// An init that returns `Err` or panics is caught. The worker takes no
+    /// job and its thread exits; the failure is recorded in
+    /// [`PoolReport::worker_failures`](crate::PoolReport::worker_failures)
+    /// (worker index, thread, message, whether it panicked), counted in
+    /// [`PoolStats::init_failures`], and makes the run a failure (exit code
+    /// 1, [`Report::has_failures`]). Every job stays accounted for:
+    ///
+    /// | init failed in      | the pool                                         | its jobs |
+    /// |---------------------|--------------------------------------------------|----------|
+    /// | no worker           | runs as with `start`                             | run |
+    /// | some workers        | runs on the others (fewer workers)               | run on the others |
+    /// | every worker        | closes when the last init fails: every submit, also one already blocked, hands its job back ([`SubmitError`](crate::SubmitError)); its threads have exited, so it does not hold the run open | already queued: stay queued, then handed back in the [`Report`] ([`Report::take_handed_back`]) |
+    ///
+    /// With [`fail_fast`](PoolBuilder::fail_fast), the first init failure
+    /// also triggers the stop ([`StopReason::JobFailed`], naming the worker).
+    /// A panic in the state's `Drop` is caught and recorded the same way,
+    /// as [`WorkerStage::Teardown`](crate::WorkerStage::Teardown).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](PoolBuilder::start); an init failure is not a build
+    /// error (the workers run their inits after `start_with` returned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use winddown::Runtime;
+    ///
+    /// /// Stands in for a database connection: one per worker.
+    /// struct Conn {
+    ///     worker: usize,
+    ///     cache: HashMap<u32, u64>,
+    /// }
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let pool = rt.pool::<u32>("db").workers(2).start_with(
+    ///     |worker| {
+    ///         // Runs once on thread `db-{worker}`, before its first job.
+    ///         anyhow::ensure!(worker < 2, "no such replica");
+    ///         Ok(Conn { worker, cache: HashMap::new() })
+    ///     },
+    ///     |conn: &mut Conn, n, _token| {
+    ///         let square = u64::from(n) * u64::from(n);
+    ///         conn.cache.insert(n, square);
+    ///         assert!(conn.worker < 2);
+    ///         Ok(())
+    ///     },
+    /// )?;
+    /// pool.feed(0..100).expect("running");
+    /// drop(pool); // the connections are dropped on their workers' threads
+    /// let report = rt.run();
+    /// let db = report.pool("db").unwrap();
+    /// assert_eq!(db.succeeded, 100);
+    /// assert!(db.worker_failures.is_empty());
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn start_with<S, I, F>(self, init: I, job_fn: F) -> Result<Pool<T>, BuildError>
+    where
+        S: 'static,
+        I: Fn(usize) -> anyhow::Result<S> + Send + Sync + 'static,
+        F: Fn(&mut S, T, &Token) -> anyhow::Result<()> + Send + Sync + 'static,
     {
         let PoolBuilder {
             reg,
@@ -214,8 +320,15 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         let token = reg.token();
         let name: Arc<str> = name.into();
         let id = PoolId::fresh();
-        let queue = Arc::new(Queue::new(name.clone(), id.raw(), tx, token.child()));
-        let epoch = Instant::now();
+        let tally = Arc::new(Tally::new(workers, Instant::now()));
+        let queue = Arc::new(Queue::new(
+            name.clone(),
+            id.raw(),
+            tx,
+            rx.clone(),
+            token.child(),
+            tally,
+        ));
         let first = reg.threads.next_id();
         let core = Arc::new(PoolCore {
             id,
@@ -224,14 +337,14 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
             policy: drain,
             fail_fast,
             key,
-            job_fn: Arc::new(job_fn),
             shared: reg.shared.clone(),
             handed_back: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
+            worker_failures: Mutex::new(Vec::new()),
             workers: names[1..]
                 .iter()
                 .enumerate()
-                .map(|(i, n)| WorkerState::new(first + i, n.clone(), epoch))
+                .map(|(i, n)| WorkerState::new(first + i, n.clone()))
                 .collect(),
             sealed: Mutex::new(None),
             late: Mutex::new(Vec::new()),
@@ -239,14 +352,16 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
         // The first submitter exists before any worker runs, so a failed
         // start closes the (empty) pool by dropping it.
         let submitter = Submitter::new(queue);
+        let (init, job_fn) = (Arc::new(init), Arc::new(job_fn));
         let specs = (0..workers)
             .map(|i| {
                 let (core, token) = (core.clone(), token.clone());
+                let (init, job_fn) = (init.clone(), job_fn.clone());
                 Spec {
                     name: names[i + 1].clone(),
                     hold: Hold::Work,
                     stack_size,
-                    body: Box::new(move || worker_loop(&core, &core.workers[i], &token)),
+                    body: Box::new(move || run_worker(&core, i, &token, &*init, &*job_fn)),
                 }
             })
             .collect();
@@ -285,6 +400,9 @@ fn default_workers() -> usize {
 /// [`Report::take_handed_back`] returns the handed-back jobs as a `Vec<T>`
 /// that cannot be mistaken for another pool's or another type's. The id is
 /// `Copy` and keeps nothing alive: take it before the last submitter goes.
+///
+/// `pool.stats()` (through the submitter, [`Submitter::stats`]) reads the
+/// pool's live counts while it runs, and its final counts after the run.
 ///
 /// # Examples
 ///
@@ -367,41 +485,26 @@ impl<T> fmt::Debug for Pool<T> {
 
 // ===== Worker state =====
 
+/// What the pool knows of one worker besides its slot and counters (those
+/// are in the pool's `slot::Tally`, at the same index).
 #[derive(Debug)]
 struct WorkerState {
     /// The runtime-wide thread id (index into the thread registry).
     id: usize,
     name: String,
-    /// Who owns the job this worker holds (`slot.rs`).
-    slot: Slot,
     /// The current job's key, if the pool has a key function. Written
     /// before the `HELD → RUNNING` CAS, whose `Release` publishes it to a
     /// seal that finds `RUNNING`.
     key: Mutex<Option<String>>,
-    // Counters: written only by this worker (a load and a store, no
-    // read-modify-write), read by the joiner once the worker exited (the
-    // done channel orders them) or was sealed (see "Counting by difference"
-    // in `slot.rs`). `Relaxed` is therefore enough.
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    panicked: AtomicU64,
 }
 
 impl WorkerState {
-    fn new(id: usize, name: String, epoch: Instant) -> WorkerState {
+    fn new(id: usize, name: String) -> WorkerState {
         WorkerState {
             id,
             name,
-            slot: Slot::new(epoch),
             key: Mutex::new(None),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            panicked: AtomicU64::new(0),
         }
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 }
 
@@ -425,12 +528,12 @@ struct SealState<T> {
 struct PoolCore<T> {
     id: PoolId<T>,
     queue: Arc<Queue<T>>,
-    /// The joiner's receiver, used to hand back what is left in the queue.
+    /// The workers' and the joiner's receiver (the joiner hands back what
+    /// is left in the queue).
     rx: Receiver<Sequenced<T>>,
     policy: DrainPolicy,
     fail_fast: bool,
     key: Option<Arc<KeyFn<T>>>,
-    job_fn: Arc<JobFn<T>>,
     shared: Arc<Shared>,
     /// Jobs workers took off the queue and gave back, with their sequence
     /// numbers: workers racing the stop push them in any order. The lock is
@@ -438,6 +541,9 @@ struct PoolCore<T> {
     /// takes the list under it after sealing (see `Slot::release`).
     handed_back: Mutex<Vec<Sequenced<T>>>,
     errors: Mutex<Vec<JobError>>,
+    /// Inits that failed and states whose drop panicked, in order (at most
+    /// two per worker, so not capped).
+    worker_failures: Mutex<Vec<WorkerFailure>>,
     workers: Vec<WorkerState>,
     sealed: Mutex<Option<SealState<T>>>,
     /// Jobs a sealed worker still had in its hands and never started: taken
@@ -469,9 +575,50 @@ impl<T> PoolCore<T> {
             });
         }
     }
+
+    fn tally(&self) -> &Tally {
+        &self.queue.tally
+    }
+
+    /// Past the drain deadline, or stopping under `HandBack`: take no more
+    /// jobs.
+    fn must_stop(&self, token: &Token) -> bool {
+        token.is_hard_stopping() || (self.policy == DrainPolicy::HandBack && token.is_stopping())
+    }
+
+    /// Records a worker's own failure; for an init, applies the table of
+    /// `PoolBuilder::start_with`: fail-fast triggers the stop, and the last
+    /// worker to fail closes the pool, so that nothing waits for a queue no
+    /// worker will drain. The jobs already queued stay in the channel,
+    /// where the seal finds them and hands them back.
+    fn worker_failed(&self, worker: usize, stage: WorkerStage, message: String, panicked: bool) {
+        let thread = self.workers[worker].name.clone();
+        let error = format!("worker {thread}: init failed: {message}");
+        self.worker_failures.lock().push(WorkerFailure {
+            worker,
+            thread,
+            stage,
+            message,
+            panicked,
+        });
+        if stage != WorkerStage::Init {
+            return;
+        }
+        let none_left = self.tally().init_failed();
+        self.fail_fast(error);
+        if none_left {
+            // From a worker thread: `close` waits only for a submit that
+            // is in the middle of a send, and wakes blocked ones first.
+            self.queue.close();
+        }
+    }
 }
 
 impl<T: Send + 'static> Unit for PoolCore<T> {
+    fn pool_stats(&self) -> Option<(&str, PoolStats)> {
+        Some((&self.queue.name, self.queue.stats()))
+    }
+
     fn on_trigger(&self) {
         self.queue.try_disconnect();
     }
@@ -487,8 +634,14 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
         let mut abandoned_keys = Vec::new();
         // 1. Seal the stragglers, so none of them records anything from here
         //    on.
-        for w in self.workers.iter().filter(|w| threads.is_alive(w.id)) {
-            let (job_key, since) = match w.slot.seal() {
+        let tally = self.tally();
+        for (w, t) in self
+            .workers
+            .iter()
+            .zip(tally.workers.iter())
+            .filter(|(w, _)| threads.is_alive(w.id))
+        {
+            let (job_key, since) = match t.slot.seal() {
                 Sealed::Running(at) => {
                     let key = w.key.lock().clone();
                     abandoned_keys.extend(key.clone());
@@ -511,18 +664,13 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
         back.extend(self.rx.try_iter());
         back.sort_by_key(|&(seq, _)| seq);
         let (seqs, jobs): (Vec<u64>, Vec<T>) = back.into_iter().unzip();
+        tally.set_handed_back(jobs.len() as u64);
         // 3. The counters, read once, after the seal.
-        let sum = |f: fn(&WorkerState) -> &AtomicU64| -> u64 {
-            self.workers
-                .iter()
-                .map(|w| f(w).load(Ordering::Relaxed))
-                .sum()
-        };
         *self.sealed.lock() = Some(SealState {
             submitted: self.queue.submitted.load(Ordering::Relaxed),
-            succeeded: sum(|w| &w.succeeded),
-            failed: sum(|w| &w.failed),
-            panicked: sum(|w| &w.panicked),
+            succeeded: tally.sum(Counter::Succeeded),
+            failed: tally.sum(Counter::Failed),
+            panicked: tally.sum(Counter::Panicked),
             jobs,
             seqs,
             stuck,
@@ -568,6 +716,9 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
             self.queue.name
         );
         debug_assert!(abandoned >= s.abandoned_keys.len() as u64);
+        // The live counts become the final ones.
+        self.tally().set_handed_back(handed_back);
+        self.tally().set_abandoned(abandoned);
         report.pools.push(PoolReport {
             name: self.queue.name.to_string(),
             workers: self.workers.len(),
@@ -580,6 +731,7 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
             handed_back_keys,
             abandoned_keys: s.abandoned_keys,
             errors: std::mem::take(&mut *self.errors.lock()),
+            worker_failures: self.worker_failures.lock().clone(),
         });
         report.stuck.extend(s.stuck);
         report.put_handed_back(self.id, &self.queue.name, s.jobs);
@@ -588,10 +740,48 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
 
 // ===== The worker loop =====
 
-fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &Token) {
+/// A worker's whole life: init, the loop, teardown.
+fn run_worker<T, S, I, F>(core: &PoolCore<T>, index: usize, token: &Token, init: &I, job_fn: &F)
+where
+    T: Send + 'static,
+    I: Fn(usize) -> anyhow::Result<S>,
+    F: Fn(&mut S, T, &Token) -> anyhow::Result<()>,
+{
+    if core.must_stop(token) {
+        return; // the stop came first: this worker would take no job
+    }
+    let mut state = match catch(|| init(index)) {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => {
+            let msg =
+                catch(|| format!("{e:#}")).unwrap_or_else(|p| format!("<Display panicked: {p}>"));
+            core.worker_failed(index, WorkerStage::Init, msg, false);
+            return;
+        }
+        Err(panic) => {
+            core.worker_failed(index, WorkerStage::Init, panic, true);
+            return;
+        }
+    };
+    worker_loop(core, index, token, |job, token| {
+        job_fn(&mut state, job, token)
+    });
+    // The per-worker teardown, on this thread and before it reports its
+    // exit (thread.rs: nothing shared is touched after the done guard).
+    if let Err(panic) = catch(move || drop(state)) {
+        core.worker_failed(index, WorkerStage::Teardown, panic, true);
+    }
+}
+
+fn worker_loop<T, R>(core: &PoolCore<T>, index: usize, token: &Token, mut run: R)
+where
+    T: Send + 'static,
+    R: FnMut(T, &Token) -> anyhow::Result<()>,
+{
     let rx = &core.rx;
-    let hand_back_on_stop = core.policy == DrainPolicy::HandBack;
-    let must_stop = || token.is_hard_stopping() || (hand_back_on_stop && token.is_stopping());
+    let me = &core.workers[index];
+    let tally = &core.tally().workers[index];
+    let must_stop = || core.must_stop(token);
     loop {
         // Between two jobs: past the deadline, or stopping under HandBack,
         // take nothing more.
@@ -622,19 +812,19 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
         let (seq, job) = job;
         if core.key.is_none() && !must_stop() {
             // The common path: one CAS into RUNNING.
-            let Some(running) = me.slot.take_and_run() else {
+            let Some(running) = tally.slot.take_and_run() else {
                 core.late.lock().push((seq, job)); // sealed: never started
                 return;
             };
-            let outcome = catch(|| (core.job_fn)(job, token));
+            let outcome = catch(|| run(job, token));
             let outcome = Outcome::of(outcome);
-            if !me.slot.finish(running) {
+            if !tally.slot.finish(running) {
                 return; // sealed while it ran: abandoned, record nothing
             }
-            record(core, me, None, outcome);
+            record(core, tally, None, outcome);
             continue;
         }
-        let Some(held) = me.slot.take() else {
+        let Some(held) = tally.slot.take() else {
             core.late.lock().push((seq, job)); // sealed: never started
             return;
         };
@@ -643,8 +833,9 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
             // lock, so the joiner either finds it in the list or finds us
             // sealed in HELD (abandoned), never neither.
             let mut list = core.handed_back.lock();
-            if me.slot.release(held) {
+            if tally.slot.release(held) {
                 list.push((seq, job));
+                core.tally().handed_back_one();
             } else {
                 drop(list);
                 core.late.lock().push((seq, job)); // sealed in HELD
@@ -658,25 +849,25 @@ fn worker_loop<T: Send + 'static>(core: &PoolCore<T>, me: &WorkerState, token: &
                 // The key function is user code too: its panic counts as the
                 // job's, which then never runs.
                 drop(job);
-                if !me.slot.release(held) {
+                if !tally.slot.release(held) {
                     return;
                 }
                 let msg = format!("key function panicked: {panic}");
-                record(core, me, None, Outcome::Panicked(msg));
+                record(core, tally, None, Outcome::Panicked(msg));
                 continue;
             }
         };
         *me.key.lock() = key.clone();
-        let Some(running) = me.slot.run(held) else {
+        let Some(running) = tally.slot.run(held) else {
             // Sealed while the key function ran: the job never started.
             core.late.lock().push((seq, job));
             return;
         };
-        let outcome = Outcome::of(catch(|| (core.job_fn)(job, token)));
-        if !me.slot.finish(running) {
+        let outcome = Outcome::of(catch(|| run(job, token)));
+        if !tally.slot.finish(running) {
             return;
         }
-        record(core, me, key, outcome);
+        record(core, tally, key, outcome);
     }
 }
 
@@ -701,18 +892,18 @@ impl Outcome {
 }
 
 /// Counts an outcome after a successful `finish`/`release`.
-fn record<T>(core: &PoolCore<T>, me: &WorkerState, key: Option<String>, outcome: Outcome) {
+fn record<T>(core: &PoolCore<T>, me: &WorkerTally, key: Option<String>, outcome: Outcome) {
     let (msg, panicked) = match outcome {
         Outcome::Ok => {
-            WorkerState::bump(&me.succeeded);
+            me.bump(Counter::Succeeded);
             return;
         }
         Outcome::Failed(msg) => {
-            WorkerState::bump(&me.failed);
+            me.bump(Counter::Failed);
             (msg, false)
         }
         Outcome::Panicked(msg) => {
-            WorkerState::bump(&me.panicked);
+            me.bump(Counter::Panicked);
             (msg, true)
         }
     };

@@ -198,6 +198,50 @@ pub struct PoolReport {
     pub abandoned_keys: Vec<String>,
     /// The first failures, at most eight.
     pub errors: Vec<JobError>,
+    /// Workers whose per-worker init failed or whose state panicked when
+    /// dropped (see [`PoolBuilder::start_with`](crate::PoolBuilder::start_with)),
+    /// in the order they happened. Each one makes the run a failure.
+    pub worker_failures: Vec<WorkerFailure>,
+}
+
+/// A pool worker's own failure, outside any job: its init returned `Err`
+/// or panicked (it then took no job), or its state panicked when dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct WorkerFailure {
+    /// The worker's index in its pool (`<pool>-<worker>` is its thread).
+    pub worker: usize,
+    /// The worker's thread name.
+    pub thread: String,
+    /// When it failed.
+    pub stage: WorkerStage,
+    /// The error (with its causes, `{:#}`) or the panic message.
+    pub message: String,
+    /// `true` if it panicked rather than returned `Err`.
+    pub panicked: bool,
+}
+
+/// When a [`WorkerFailure`] happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum WorkerStage {
+    /// In the init, before the worker took any job.
+    Init,
+    /// When the worker's state was dropped, as the worker exited.
+    Teardown,
+}
+
+impl fmt::Display for WorkerStage {
+    /// `init` or `teardown`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkerStage::Init => "init",
+            WorkerStage::Teardown => "teardown",
+        })
+    }
 }
 
 impl PoolReport {
@@ -633,11 +677,13 @@ impl Report {
     }
 
     /// Returns `true` if anything went wrong: a job failed or panicked, a
-    /// hook failed or timed out, a background thread failed, a thread was
+    /// pool worker's init or teardown failed, a hook failed or timed out, a background thread failed, a thread was
     /// stuck, the hard stop fired, or a server connection was forced closed
     /// at the deadline.
     pub fn has_failures(&self) -> bool {
-        self.pools.iter().any(|p| p.failed + p.panicked > 0)
+        self.pools
+            .iter()
+            .any(|p| p.failed + p.panicked > 0 || !p.worker_failures.is_empty())
             || self.hooks.iter().any(|h| h.outcome.is_failure())
             || self
                 .threads
@@ -842,6 +888,13 @@ impl Report {
                 "; {}: {} done, {} failed, {} panicked, {} handed back, {} abandoned",
                 p.name, p.succeeded, p.failed, p.panicked, p.handed_back, p.abandoned
             )?;
+            if !p.worker_failures.is_empty() {
+                write!(
+                    f,
+                    ", {} failed",
+                    count(p.worker_failures.len(), "worker", "workers")
+                )?;
+            }
         }
         for s in &self.servers {
             write!(f, "; {s}")?;
@@ -986,6 +1039,14 @@ impl fmt::Display for Report {
                     Some(key) => writeln!(f, "  job {key} {what}: {}", e.message)?,
                     None => writeln!(f, "  a job {what}: {}", e.message)?,
                 }
+            }
+            for w in &p.worker_failures {
+                let what = if w.panicked { "panicked" } else { "failed" };
+                writeln!(
+                    f,
+                    "  worker {} {what} in its {}: {}",
+                    w.thread, w.stage, w.message
+                )?;
             }
             let unlisted = (p.failed + p.panicked).saturating_sub(p.errors.len() as u64);
             if unlisted > 0 {
@@ -1285,6 +1346,7 @@ mod tests {
             handed_back_keys: vec![],
             abandoned_keys: vec![],
             errors: vec![],
+            worker_failures: vec![],
         }
     }
 

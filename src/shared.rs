@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use crate::phase::{Phase, PhaseCell};
 use crate::reason::StopReason;
 use crate::token::{StopSource, Token};
-use crate::unit::Unit;
+use crate::unit::{PoolStats, Unit};
 
 /// The runtime's shared core.
 pub(crate) struct Shared {
@@ -140,5 +140,53 @@ impl Handle {
     /// Returns `true` once the stop has begun.
     pub fn is_stopping(&self) -> bool {
         self.shared.root.is_stopping()
+    }
+
+    /// Returns every pool's name and live counts, in the order the pools
+    /// were started: for a metrics exporter that scrapes them all. Never
+    /// blocks on the pools (it copies the unit list under the registry's
+    /// lock, then reads each pool's atomics; see [`PoolStats`] for what a
+    /// snapshot promises).
+    ///
+    /// The list is empty once the run's report is made (the runtime lets go
+    /// of its pools then); a [`Submitter`](crate::Submitter) kept past the
+    /// run still reads its pool's final counts with
+    /// [`Submitter::stats`](crate::Submitter::stats).
+    ///
+    /// ```
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let resize = rt.pool::<u32>("resize").workers(1).start(|_, _| Ok(()))?;
+    /// let upload = rt.pool::<String>("upload").workers(2).start(|_, _| Ok(()))?;
+    /// let handle = rt.handle();
+    /// for (name, stats) in handle.pools() {
+    ///     // e.g. a gauge per pool: winddown_queued{pool="resize"} 0
+    ///     println!("winddown_queued{{pool={name:?}}} {}", stats.queued);
+    /// }
+    /// let names: Vec<String> = handle.pools().into_iter().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["resize", "upload"]);
+    /// assert_eq!(handle.pool_stats("upload").map(|s| s.workers), Some(2));
+    /// drop((resize, upload));
+    /// rt.run();
+    /// assert!(handle.pools().is_empty(), "the runtime let go of its pools");
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn pools(&self) -> Vec<(String, PoolStats)> {
+        self.shared
+            .units()
+            .iter()
+            .filter_map(|u| u.pool_stats().map(|(name, s)| (name.to_owned(), s)))
+            .collect()
+    }
+
+    /// Returns the live counts of the pool named `name`, or `None` if the
+    /// runtime has no such pool (or has made its report). As
+    /// [`pools`](Handle::pools), for one pool.
+    pub fn pool_stats(&self, name: &str) -> Option<PoolStats> {
+        self.shared
+            .units()
+            .iter()
+            .find_map(|u| u.pool_stats().filter(|(n, _)| *n == name).map(|(_, s)| s))
     }
 }

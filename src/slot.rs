@@ -60,8 +60,31 @@
 //! counter bumps of the job before (so a joiner whose seal reads the word
 //! that a later transition wrote also sees those bumps). The seal is
 //! `AcqRel` for the same pairing from the other side.
+//!
+//! # The tally: counters beside the slots
+//!
+//! [`Tally`] keeps, per worker, the slot and its outcome counters
+//! ([`WorkerTally`]), and per pool the counts only the stop or a failed
+//! init changes. It is shared by the pool's workers, the joiner and the
+//! pool's submit side, which reads it for live counts (`PoolStats`):
+//!
+//! | field                          | written by                              | how                           | read by |
+//! |--------------------------------|-----------------------------------------|-------------------------------|---------|
+//! | `succeeded`, `failed`, `panicked` | its own worker only, after `finish`/`release` | load + `Release` store (no RMW) | the joiner after the seal or the worker's exit; snapshots, `Acquire` |
+//! | `handed_back`                  | workers handing back (under the pool's hand-back lock), the joiner at seal and report | `fetch_add` / `store`, `Release` | snapshots, `Acquire` |
+//! | `abandoned`                    | the joiner, once, at the report         | `store`, `Release`            | snapshots, `Acquire` |
+//! | `init_failed`                  | a worker whose init failed              | `fetch_add`, `AcqRel`         | that RMW (who was last?), snapshots |
+//!
+//! The `Release`/`Acquire` pair is what makes a snapshot's one promise
+//! hold: a snapshot that sees a job's outcome counted also sees the
+//! `submitted` increment made before the job was sent (the channel orders
+//! the send before the worker's receive), because it reads `submitted`
+//! after the counters. On x86 a `Release` store is a plain store, so the
+//! worker's job path pays nothing for it. The joiner's exact final read
+//! needs no more than `Relaxed` (the done channel or the seal orders it),
+//! as above.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const SEALED: u64 = 1 << 63;
@@ -175,6 +198,143 @@ impl Slot {
             RUNNING => Sealed::Running(self.at(prev)),
             _ => Sealed::Idle,
         }
+    }
+}
+
+impl Slot {
+    /// `true` while the worker holds a job (`HELD` or `RUNNING`) and is not
+    /// sealed: the job is in flight. A sealed worker's job is the joiner's
+    /// (abandoned or counted by difference), so it is no longer in flight.
+    /// `Relaxed`: a snapshot wants the word's value, nothing it publishes.
+    pub(crate) fn is_busy(&self) -> bool {
+        let word = self.word.load(Ordering::Relaxed);
+        word & SEALED == 0 && word & STATE_MASK != IDLE
+    }
+}
+
+/// One worker's slot and outcome counters, on a cache line pair of its own
+/// so that two workers counting jobs do not contend for one line.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct WorkerTally {
+    /// Who owns this worker's job.
+    pub(crate) slot: Slot,
+    /// Jobs that returned `Ok(())`, written only by this worker.
+    succeeded: AtomicU64,
+    /// Jobs that returned `Err`, written only by this worker.
+    failed: AtomicU64,
+    /// Jobs that panicked, written only by this worker.
+    panicked: AtomicU64,
+}
+
+/// Which counter an outcome bumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counter {
+    Succeeded,
+    Failed,
+    Panicked,
+}
+
+impl WorkerTally {
+    fn new(epoch: Instant) -> WorkerTally {
+        WorkerTally {
+            slot: Slot::new(epoch),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+        }
+    }
+
+    fn counter(&self, which: Counter) -> &AtomicU64 {
+        match which {
+            Counter::Succeeded => &self.succeeded,
+            Counter::Failed => &self.failed,
+            Counter::Panicked => &self.panicked,
+        }
+    }
+
+    /// Counts one outcome. Only this worker's thread calls it, so a load
+    /// and a store (no read-modify-write) cannot lose a count; `Release`
+    /// for the snapshots (module doc, "The tally").
+    pub(crate) fn bump(&self, which: Counter) {
+        let c = self.counter(which);
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Reads one counter (`Acquire`, pairing with `bump`).
+    pub(crate) fn get(&self, which: Counter) -> u64 {
+        self.counter(which).load(Ordering::Acquire)
+    }
+}
+
+/// A pool's tally: every worker's slot and counters, and the pool-wide
+/// counts (module doc, "The tally").
+#[derive(Debug)]
+pub(crate) struct Tally {
+    /// One per worker, by index.
+    pub(crate) workers: Box<[WorkerTally]>,
+    /// Jobs handed back so far (final once the report is made).
+    handed_back: AtomicU64,
+    /// Jobs abandoned; written once, at the report.
+    abandoned: AtomicU64,
+    /// Workers whose init failed.
+    init_failed: AtomicUsize,
+}
+
+impl Tally {
+    /// A tally for `workers` workers whose slots stamp times from `epoch`.
+    pub(crate) fn new(workers: usize, epoch: Instant) -> Tally {
+        Tally {
+            workers: (0..workers).map(|_| WorkerTally::new(epoch)).collect(),
+            handed_back: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            init_failed: AtomicUsize::new(0),
+        }
+    }
+
+    /// The sum of one counter over every worker.
+    pub(crate) fn sum(&self, which: Counter) -> u64 {
+        self.workers.iter().map(|w| w.get(which)).sum()
+    }
+
+    /// Workers holding a job right now (`Slot::is_busy`).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.workers.iter().filter(|w| w.slot.is_busy()).count()
+    }
+
+    /// A worker handed one job back (called under the hand-back lock).
+    pub(crate) fn handed_back_one(&self) {
+        self.handed_back.fetch_add(1, Ordering::Release);
+    }
+
+    /// The joiner sets the handed-back count (at the seal, then final at
+    /// the report).
+    pub(crate) fn set_handed_back(&self, n: u64) {
+        self.handed_back.store(n, Ordering::Release);
+    }
+
+    pub(crate) fn handed_back(&self) -> u64 {
+        self.handed_back.load(Ordering::Acquire)
+    }
+
+    /// The joiner sets the abandoned count, once, at the report.
+    pub(crate) fn set_abandoned(&self, n: u64) {
+        self.abandoned.store(n, Ordering::Release);
+    }
+
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Acquire)
+    }
+
+    /// Counts a worker whose init failed; returns `true` if every worker of
+    /// the pool has now failed, so that none can take a job. `AcqRel`: the
+    /// RMW decides who is last, and every earlier failure is visible to it.
+    pub(crate) fn init_failed(&self) -> bool {
+        self.init_failed.fetch_add(1, Ordering::AcqRel) + 1 == self.workers.len()
+    }
+
+    pub(crate) fn init_failures(&self) -> usize {
+        self.init_failed.load(Ordering::Acquire)
     }
 }
 

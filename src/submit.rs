@@ -19,7 +19,9 @@ use parking_lot::RwLock;
 
 use crate::reason::StopReason;
 use crate::report::PoolId;
+use crate::slot::{Counter, Tally};
 use crate::token::StopSource;
+use crate::unit::PoolStats;
 
 // ===== Queue =====
 
@@ -49,6 +51,12 @@ pub(crate) struct Queue<T> {
     /// (A failed send can let two concurrent producers share a number;
     /// their relative order was not defined anyway.)
     pub(crate) submitted: AtomicU64,
+    /// The pool's workers' slots and counters, for live counts.
+    pub(crate) tally: Arc<Tally>,
+    /// A receiver of the channel kept only to read its length for live
+    /// counts (the workers and the joiner hold their own). Holding it
+    /// changes nothing about disconnection: that follows the senders.
+    pending: Receiver<Sequenced<T>>,
 }
 
 /// A job and its sequence number, as it travels through a pool's channel.
@@ -65,7 +73,9 @@ impl<T> Queue<T> {
         name: Arc<str>,
         pool_id: u64,
         sender: Sender<Sequenced<T>>,
+        pending: Receiver<Sequenced<T>>,
         closed: StopSource,
+        tally: Arc<Tally>,
     ) -> Queue<T> {
         Queue {
             name,
@@ -75,6 +85,40 @@ impl<T> Queue<T> {
             closed,
             submitters: AtomicUsize::new(0),
             submitted: AtomicU64::new(0),
+            tally,
+            pending,
+        }
+    }
+
+    /// The pool's live counts (`PoolStats` says what holds). Every load is
+    /// `Acquire` except `submitted`'s, which comes last: a counted outcome
+    /// was published by a worker that received the job after its submit's
+    /// increment, so the increment is visible here too (slot.rs, "The
+    /// tally"). Takes no lock.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let t = &self.tally;
+        let init_failures = t.init_failures();
+        let succeeded = t.sum(Counter::Succeeded);
+        let failed = t.sum(Counter::Failed);
+        let panicked = t.sum(Counter::Panicked);
+        let abandoned = t.abandoned();
+        let handed_back = t.handed_back();
+        let in_flight = t.in_flight();
+        let queued = self.pending.len();
+        // Relaxed: only its value is wanted; the `Acquire` loads above
+        // already order it after every increment they imply.
+        let submitted = self.submitted.load(Ordering::Relaxed);
+        PoolStats {
+            workers: t.workers.len(),
+            init_failures,
+            submitted,
+            queued,
+            in_flight,
+            succeeded,
+            failed,
+            panicked,
+            handed_back,
+            abandoned,
         }
     }
 
@@ -294,6 +338,45 @@ impl<T> Submitter<T> {
     /// [`Report::take_handed_back`](crate::Report::take_handed_back).
     pub fn pool_id(&self) -> PoolId<T> {
         PoolId::from_raw(self.queue.pool_id)
+    }
+
+    /// Returns a snapshot of the pool's live counts: queued, in flight,
+    /// succeeded, failed, panicked, handed back. Never blocks and takes no
+    /// lock; see [`PoolStats`] for what a snapshot taken while jobs run
+    /// promises. After the run's report is made the counts are final, so a
+    /// submitter kept past [`Runtime::run`](crate::Runtime::run) reads the
+    /// pool's totals.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (release, release_rx) = crossbeam_channel::bounded::<()>(0);
+    /// let pool = rt
+    ///     .pool::<u32>("held")
+    ///     .workers(1)
+    ///     .capacity(4)
+    ///     .start(move |_, _| {
+    ///         started_tx.send(()).unwrap();
+    ///         release_rx.recv().ok(); // held until the test lets go
+    ///         Ok(())
+    ///     })?;
+    /// for n in 0..3 {
+    ///     pool.submit(n).expect("running");
+    /// }
+    /// started.recv().unwrap(); // the only worker is inside job 0
+    /// let now = pool.stats();
+    /// assert_eq!((now.in_flight, now.queued, now.succeeded), (1, 2, 0));
+    /// drop(release); // every held job returns at once
+    /// drop(pool);
+    /// let report = rt.run();
+    /// assert_eq!(report.pools[0].succeeded, 3);
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        self.queue.stats()
     }
 
     /// Returns the name of the pool this submitter feeds.
