@@ -199,12 +199,13 @@
 //! | `signal handling registered` | debug | `signals`, `force_exit` |
 //! | `stop begun` | info | `reason`, `ran_for_ms`, `grace_ms` |
 //! | `phase` (each phase entered) | info | `phase` |
-//! | `job failed` / `job panicked` | warn / error | `pool`, `worker`, `job_key`, `error` / `panic` |
-//! | `fail-fast pool: stopping` | warn | `pool`, `job_key` |
+//! | `job failed` / `job panicked` | warn / error | `pool`, `job_key` (`-` without a key function), `error` / `panic` |
+//! | `fail-fast pool: a failure stops the run` | warn | `pool` |
+//! | `pool worker failed outside a job` (init, teardown) | error | `pool`, `thread`, `stage`, `panicked`, `error` |
 //! | `drain deadline passed: hard stop; …` | warn | `still_running`, `grace_ms` |
 //! | `drained` | info | `drain_latency_ms` |
 //! | `kill grace over: threads still running are detached` | warn | `stuck` |
-//! | `thread stuck past the deadline: detached` | warn | `thread`, `pool`, `job_key`, `in_job_ms` |
+//! | `thread stuck past the deadline: detached` | warn | `thread`, `pool`, `job_key` (`-` if none), `in_job_ms` |
 //! | `hook done` | debug | `hook`, `kind`, `elapsed_ms` |
 //! | `hook overran its budget: …` | warn | `hook`, `kind`, `budget_ms` |
 //! | `hook failed` / `hook panicked` | warn / error | `hook`, `kind`, `error` / `panic`, `elapsed_ms` |

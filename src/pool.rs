@@ -556,6 +556,12 @@ struct PoolCore<T> {
 
 impl<T> PoolCore<T> {
     fn record_error(&self, key: Option<String>, message: String, panicked: bool) {
+        #[cfg(feature = "tracing")]
+        if panicked {
+            event!(error, pool = %self.queue.name, job_key = key.as_deref().unwrap_or("-"), panic = %message, "job panicked");
+        } else {
+            event!(warn, pool = %self.queue.name, job_key = key.as_deref().unwrap_or("-"), error = %message, "job failed");
+        }
         let mut errors = self.errors.lock();
         if errors.len() < MAX_ERRORS {
             errors.push(JobError {
@@ -569,10 +575,13 @@ impl<T> PoolCore<T> {
 
     fn fail_fast(&self, error: String) {
         if self.fail_fast {
-            self.shared.trigger(StopReason::JobFailed {
+            let _began = self.shared.trigger(StopReason::JobFailed {
                 pool: self.queue.name.to_string(),
                 error,
             });
+            if _began {
+                event!(warn, pool = %self.queue.name, "fail-fast pool: a failure stops the run");
+            }
         }
     }
 
@@ -594,6 +603,15 @@ impl<T> PoolCore<T> {
     fn worker_failed(&self, worker: usize, stage: WorkerStage, message: String, panicked: bool) {
         let thread = self.workers[worker].name.clone();
         let error = format!("worker {thread}: init failed: {message}");
+        event!(
+            error,
+            pool = %self.queue.name,
+            thread = %thread,
+            stage = %stage,
+            panicked,
+            error = %message,
+            "pool worker failed outside a job"
+        );
         self.worker_failures.lock().push(WorkerFailure {
             worker,
             thread,

@@ -649,8 +649,8 @@ fn log_outcome(report: &Report) {
         event!(
             warn,
             thread = %s.thread,
-            pool = s.pool.as_deref(),
-            job_key = s.job_key.as_deref(),
+            pool = s.pool.as_deref().unwrap_or("-"),
+            job_key = s.job_key.as_deref().unwrap_or("-"),
             in_job_ms = s.in_job.map(crate::event::ms),
             "thread stuck past the deadline: detached"
         );

@@ -270,3 +270,50 @@ fn a_signal_is_logged_with_its_name() {
     assert_eq!(got[0].field("number"), Some("15"));
     assert_eq!(find(&ev, "stop begun")[0].field("reason"), Some("signal"));
 }
+
+#[test]
+fn job_and_worker_failures_name_the_pool_the_key_and_the_error() {
+    let (_turn, c) = collect();
+    let mut rt = Runtime::builder().signals(false).build().unwrap();
+    let pool = rt
+        .pool::<u32>("parse")
+        .workers(2)
+        .key(|n| *n)
+        .fail_fast(true)
+        .start_with(
+            |worker| {
+                anyhow::ensure!(worker == 0, "no connection for worker {worker}");
+                Ok(())
+            },
+            |_: &mut (), n, _token| {
+                anyhow::ensure!(n != 7, "seven is not allowed");
+                Ok(())
+            },
+        )
+        .unwrap();
+    let _ = pool.submit(7);
+    drop(pool);
+    let report = rt.run();
+    assert!(report.has_failures());
+
+    let ev = events(&c);
+    let worker = find(&ev, "pool worker failed outside a job");
+    assert_eq!(worker.len(), 1, "{ev:#?}");
+    assert_eq!(worker[0].level, Level::ERROR);
+    assert_eq!(worker[0].field("pool"), Some("parse"));
+    assert_eq!(worker[0].field("thread"), Some("parse-1"));
+    assert_eq!(worker[0].field("stage"), Some("init"));
+    assert_eq!(worker[0].field("error"), Some("no connection for worker 1"));
+    // Fail-fast: the init failure stops the run, once.
+    assert_eq!(find(&ev, "fail-fast pool").len(), 1, "{ev:#?}");
+    // Job 7 either ran and failed (worker 0 took it before the stop) or was
+    // handed back; if it ran, its failure is an event with its key.
+    let p = report.pool("parse").unwrap();
+    let failed = find(&ev, "job failed");
+    assert_eq!(failed.len() as u64, p.failed, "{ev:#?}");
+    for e in failed {
+        assert_eq!(e.level, Level::WARN);
+        assert_eq!(e.field("job_key"), Some("7"));
+        assert_eq!(e.field("error"), Some("seven is not allowed"));
+    }
+}
