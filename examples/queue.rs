@@ -91,12 +91,12 @@
 //! reclaim <id> <owner>  at start: left claimed by a process that is gone
 //! ```
 //!
-//! Each worker has its own connection in a `thread_local!`, opened at its
-//! first job. With a pool form that runs an init per worker and hands its
-//! state to each job (`start_with(init, job)`), `open_worker` becomes the
-//! init and `run_job` the job, unchanged: only `with_worker_conn` goes away.
+//! Each worker has its own connection: the pool is started with
+//! `start_with(init, job)`, whose init (`open_worker`) runs once on each
+//! worker's thread and whose job (`run_job`) gets `&mut Connection`. A worker
+//! whose connection cannot be opened takes no job and is reported; if none
+//! can, the pool closes and its queued jobs come back at the stop.
 
-use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -546,34 +546,13 @@ struct Context {
     settled: Sender<()>,
 }
 
-thread_local! {
-    /// This worker's connection, opened at its first job.
-    static WORKER_CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
-}
-
 /// The per-worker init: one connection for every job of this worker.
 fn open_worker(cx: &Context) -> anyhow::Result<Connection> {
     open(&cx.db, cx.busy_timeout)
 }
 
-/// Runs `f` with this worker thread's connection, opening it first if
-/// needed.
-fn with_worker_conn<R>(
-    cx: &Context,
-    f: impl FnOnce(&mut Connection) -> anyhow::Result<R>,
-) -> anyhow::Result<R> {
-    WORKER_CONN.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            None => slot.insert(open_worker(cx)?),
-        };
-        f(conn)
-    })
-}
-
 /// Counts a job as settled when dropped: at the end of the job, also when
-/// it panics or its connection could not be opened.
+/// it panics.
 struct Settle<'a>(&'a Context);
 
 impl Drop for Settle<'_> {
@@ -791,12 +770,16 @@ fn main() -> anyhow::Result<ExitCode> {
     if let Some(c) = args.capacity {
         pool = pool.capacity(c);
     }
+    let init_cx = cx.clone();
     let job_cx = cx.clone();
-    let pool = pool.start(move |job: Job, token: &Token| {
-        let cx = &*job_cx;
-        let _settle = Settle(cx);
-        with_worker_conn(cx, |conn| run_job(conn, cx, job, token))
-    })?;
+    let pool = pool.start_with(
+        move |_worker| open_worker(&init_cx),
+        move |conn: &mut Connection, job: Job, token: &Token| {
+            let cx = &*job_cx;
+            let _settle = Settle(cx);
+            run_job(conn, cx, job, token)
+        },
+    )?;
     let pool_id = pool.id();
 
     // The feeder holds the only submitter: when it returns (the stop, or
