@@ -48,7 +48,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use parking_lot::Mutex;
-use winddown::{DrainPolicy, Phase, Report, Runtime, Signal, StopReason, Token, TrySubmitError};
+use winddown::{
+    DrainPolicy, Handle, Phase, Report, Runtime, Signal, StopReason, Token, TrySubmitError,
+};
 
 /// A CPU-bound batch job with a graceful stop: Ctrl-C once drains, twice
 /// exits at once.
@@ -370,26 +371,18 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 
 // ===== Live counts =====
 
-/// How many items are queued and in flight right now, counted by the
-/// example itself: the producer counts each item the pool accepted, the job
-/// each item it starts and each it finishes.
-///
-/// The counters only grow, and they are display figures that publish
-/// nothing, so `Relaxed` suffices; a snapshot is not one instant across the
-/// three (a worker can start an item before the producer has counted it),
-/// so the differences saturate at zero.
-///
-/// When the pool exposes live counts of its own, [`Live::snapshot`] reads
-/// those instead and the three counters go: nothing else changes.
+/// How many items are queued and in flight right now: the pool's own live
+/// counts ([`winddown::PoolStats`]), read through a [`Handle`] (a handle
+/// keeps nothing open, where a submitter would keep the pool from
+/// completing). The handle is set once the runtime is built; phases, which
+/// read it, fire only inside `run`.
 #[derive(Debug, Default)]
 struct Live {
-    submitted: AtomicU64,
-    started: AtomicU64,
-    finished: AtomicU64,
+    handle: OnceLock<Handle>,
 }
 
 /// What [`Live::snapshot`] saw.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Snapshot {
     in_flight: u64,
     queued: u64,
@@ -397,15 +390,18 @@ struct Snapshot {
 
 impl Live {
     fn snapshot(&self) -> Snapshot {
-        let finished = self.finished.load(Ordering::Relaxed);
-        let started = self.started.load(Ordering::Relaxed);
-        let submitted = self.submitted.load(Ordering::Relaxed);
-        Snapshot {
-            in_flight: started.saturating_sub(finished),
-            queued: submitted.saturating_sub(started),
-        }
+        self.handle
+            .get()
+            .and_then(|h| h.pool_stats(POOL))
+            .map_or_else(Snapshot::default, |s| Snapshot {
+                in_flight: s.in_flight as u64,
+                queued: s.queued as u64,
+            })
     }
 }
+
+/// The pool's name (its workers are `batch-0`, `batch-1`, …).
+const POOL: &str = "batch";
 
 // ===== Lines for people =====
 
@@ -754,6 +750,7 @@ fn main() -> anyhow::Result<ExitCode> {
         .build()?;
     // Phases fire only inside `run`, after this.
     let _ = stop.set(rt.handle().token());
+    let _ = live.handle.set(rt.handle());
 
     let stuck: HashSet<u64> = args.stuck.iter().copied().collect();
     let coop: HashSet<u64> = args.coop_stuck.iter().copied().collect();
@@ -761,7 +758,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let divides = |k: Option<u64>, id: u64| k.is_some_and(|k| k != 0 && id % k == 0);
 
     let mut pool = rt
-        .pool::<Item>("batch")
+        .pool::<Item>(POOL)
         .workers(workers)
         .drain(match args.policy {
             Policy::Finish => DrainPolicy::Finish,
@@ -774,10 +771,8 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     let job_ledger = ledger.clone();
     let job_out = out.clone();
-    let job_live = live.clone();
     let pool = pool.start(move |item: Item, token: &Token| {
         let id = item.id;
-        job_live.started.fetch_add(1, Ordering::Relaxed);
         let thread = std::thread::current();
         job_ledger.log(format_args!("start {id} {}", thread.name().unwrap_or("?")));
         if stuck.contains(&id) || coop.contains(&id) {
@@ -799,7 +794,6 @@ fn main() -> anyhow::Result<ExitCode> {
         } else {
             std::hint::black_box(burn(&item));
         }
-        job_live.finished.fetch_add(1, Ordering::Relaxed);
         job_out.bar.inc(1);
         if divides(panic_every, id) {
             job_ledger.log(format_args!("panic {id}"));
@@ -823,7 +817,6 @@ fn main() -> anyhow::Result<ExitCode> {
     let work = args.work;
     let feed_ledger = ledger.clone();
     let feed_out = out.clone();
-    let feed_live = live.clone();
     let keep_open = args.keep_open;
     rt.spawn("producer", move |token| {
         let mut items = ids.into_iter().map(|id| {
@@ -832,26 +825,17 @@ fn main() -> anyhow::Result<ExitCode> {
             let cost = work.min + Duration::from_nanos(rng.u64(0..=span));
             Item { id, cost }
         });
-        let accepted = || {
-            feed_live.submitted.fetch_add(1, Ordering::Relaxed);
-        };
         let mut said_full = false;
         while let Some(item) = items.next() {
             let refused = match submitter.try_submit(item) {
-                Ok(()) => {
-                    accepted();
-                    continue;
-                }
+                Ok(()) => continue,
                 Err(TrySubmitError::Full(item)) => {
                     if !said_full {
                         said_full = true;
                         feed_out.protocol(format_args!("queue full"));
                     }
                     match submitter.submit(item) {
-                        Ok(()) => {
-                            accepted();
-                            continue;
-                        }
+                        Ok(()) => continue,
                         Err(refused) => refused.into_inner(),
                     }
                 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -57,13 +57,16 @@ impl Visit for Visitor {
 }
 
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Recorded>>>);
+struct Collector(Arc<(Mutex<Vec<Recorded>>, Condvar)>);
 
 impl<S: Subscriber> Layer<S> for Collector {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut v = Visitor::default();
         event.record(&mut v);
-        self.0.lock().push(Recorded {
+        let (events, arrived) = &*self.0;
+        let mut events = events.lock();
+        arrived.notify_all();
+        events.push(Recorded {
             level: *event.metadata().level(),
             target: event.metadata().target().to_owned(),
             message: v.message,
@@ -86,12 +89,28 @@ fn collect() -> (MutexGuard<'static, ()>, Collector) {
             c
         })
         .clone();
-    collector.0.lock().clear();
+    collector.0 .0.lock().clear();
     (guard, collector)
 }
 
 fn events(c: &Collector) -> Vec<Recorded> {
-    c.0.lock().clone()
+    c.0 .0.lock().clone()
+}
+
+/// Waits until an event whose message contains `message_part` has arrived:
+/// events from the runtime's own threads (the signal listener) may come
+/// after the stop they caused is visible to the test.
+fn wait_for(c: &Collector, message_part: &str) {
+    let (events, arrived) = &*c.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut events = events.lock();
+    while !events.iter().any(|e| e.message.contains(message_part)) {
+        assert!(
+            !arrived.wait_until(&mut events, deadline).timed_out(),
+            "does not hang: no event {message_part:?} in {:#?}",
+            *events
+        );
+    }
 }
 
 fn find<'a>(events: &'a [Recorded], message_part: &str) -> Vec<&'a Recorded> {
@@ -262,6 +281,7 @@ fn a_signal_is_logged_with_its_name() {
         report.reason,
         StopReason::Signal(winddown::Signal::Terminate)
     );
+    wait_for(&c, "signal received");
     let ev = events(&c);
     let got = find(&ev, "signal received: stopping");
     assert_eq!(got.len(), 1, "{ev:#?}");
