@@ -29,7 +29,8 @@
 //! (unreclaimed).
 //!
 //! `queued` counts connections accepted and not yet taken by a handler
-//! thread, `free` the handler threads waiting for one, `reclaiming` the
+//! thread, `free` the handler threads not serving one (waiting, or not
+//! started yet), `reclaiming` the
 //! connections reclaimed whose handler thread has not finished them yet
 //! (each will free its thread at once: its read returns end of stream). A
 //! handler thread finishing a connection and becoming free is one step
@@ -123,7 +124,7 @@ struct Inner {
     next_idle_seq: u64,
     /// Accepted, not yet taken by a handler thread (see (R)).
     queued: usize,
-    /// Handler threads waiting for a connection (see (R)).
+    /// Handler threads not serving a connection (see (R)).
     free: usize,
     /// Reclaimed connections not finished yet (see (R)).
     reclaiming: usize,
@@ -177,10 +178,15 @@ pub(super) struct Conns {
 }
 
 impl Conns {
-    pub(super) fn new() -> Conns {
+    /// Returns the registry of a server with `handlers` handler threads,
+    /// all free (those not started yet will take from the queue too).
+    pub(super) fn new(handlers: usize) -> Conns {
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         Conns {
-            inner: Mutex::default(),
+            inner: Mutex::new(Inner {
+                free: handlers,
+                ..Inner::default()
+            }),
             done_tx,
             done_rx,
         }
@@ -208,12 +214,6 @@ impl Conns {
         inner.queued += 1;
         inner.rebalance();
         id
-    }
-
-    /// A handler thread starts waiting for connections.
-    pub(super) fn handler_ready(&self) {
-        let mut inner = self.inner.lock();
-        inner.free += 1; // (R) only gets easier
     }
 
     /// A handler thread took a queued connection.
@@ -448,12 +448,11 @@ mod tests {
     #[test]
     fn a_waiting_connection_reclaims_the_longest_idle_keep_alive_one() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let conns = Conns::new();
         // Two handler threads, each serving a keep-alive connection.
+        let conns = Conns::new(2);
         let mut ids = Vec::new();
         let mut clients = Vec::new();
         for _ in 0..2 {
-            conns.handler_ready();
             let (s, c) = pair(&listener);
             let id = conns.register(s);
             conns.take();
@@ -487,8 +486,7 @@ mod tests {
     #[test]
     fn a_request_read_after_the_forced_close_counts_forced() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let conns = Conns::new();
-        conns.handler_ready();
+        let conns = Conns::new(1);
         let (s, _c) = pair(&listener);
         let id = conns.register(s);
         conns.take();

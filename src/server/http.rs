@@ -575,7 +575,10 @@ fn parse_chunk_line(buf: &[u8]) -> Result<Option<(u64, usize)>, ReadError> {
     if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(ReadError::Bad(400));
     }
-    if !ext.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+    if !ext
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
         return Err(ReadError::Bad(400));
     }
     let size = digits.iter().fold(0u64, |n, &d| {
@@ -751,8 +754,8 @@ impl HttpDate {
         let z = self.days + 719_468;
         let era = z / ERA;
         let doe = z % ERA; // day of the era, 0..146 096
-        // Year of the era, 0..399: take out one day per 4 years, add one
-        // back per 100, take one out again for the 400th (the era's last day).
+                           // Year of the era, 0..399: take out one day per 4 years, add one
+                           // back per 100, take one out again for the 400th (the era's last day).
         let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / (ERA - 1)) / 365;
         let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..365, from March 1
         let mp = (5 * doy + 2) / 153; // 0 = March … 11 = February
@@ -901,7 +904,9 @@ mod tests {
         // Every day up to 2498 (leap years of every kind), then a sample up
         // to 9999.
         let last = HttpDate::LAST / HttpDate::DAY;
-        let days = (0..193_000).chain((193_000..=last).step_by(9_973)).chain([last]);
+        let days = (0..193_000)
+            .chain((193_000..=last).step_by(9_973))
+            .chain([last]);
         for days in days {
             let ours = HttpDate { days, secs: 0 }.civil();
             assert_eq!(ours, naive_civil(days), "day {days}");
@@ -983,10 +988,12 @@ mod tests {
             1024,
         );
         assert_eq!(empty.unwrap().body(), b"");
-        let big = b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n0\r\n\r\n";
+        let big =
+            b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n0\r\n\r\n";
         assert_eq!(read_from(big, 8).unwrap().body(), b"12345678");
         assert_eq!(read_from(big, 7).unwrap_err(), 413);
-        let no_crlf = b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n";
+        let no_crlf =
+            b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n";
         assert_eq!(read_from(no_crlf, 64).unwrap_err(), 400);
         let cut = b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
         assert_eq!(read_from(cut, 64).unwrap_err(), 0);

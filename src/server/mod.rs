@@ -399,7 +399,7 @@ impl Server {
             token: rt.handle().token(),
             closing_token: closing.token(),
             closing,
-            conns: Conns::new(),
+            conns: Conns::new(config.workers),
             waker: Mutex::new(None),
             config,
         });
@@ -689,7 +689,6 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
 // ===== The handler threads =====
 
 fn handler_loop(shared: &Shared, rx: &Receiver<Conn>) {
-    shared.conns.handler_ready();
     while let Ok(conn) = rx.recv() {
         shared.conns.take();
         let end = serve(shared, &conn);
