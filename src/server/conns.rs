@@ -280,6 +280,13 @@ impl Conns {
             return false;
         };
         let open = keep_alive && !closing && !e.reclaimed;
+        if keep_alive && closing && !e.reclaimed {
+            // It would be idle now, but the listener closed meanwhile: close
+            // it as `close_idle` closed the others, so that its handler
+            // thread's linger does not wait for the client's end of stream.
+            e.read_shut = true;
+            let _ = e.stream.shutdown(READ_SIDE);
+        }
         e.state = match (open, pipelined) {
             (false, _) => State::Closing,
             (true, true) => State::Reading,

@@ -151,7 +151,9 @@ enum Body {
 /// `Transfer-Encoding: chunked`).
 ///
 /// The server writes `Content-Length`, `Transfer-Encoding` and `Connection`
-/// itself; headers of those names set here are left out.
+/// itself; headers of those names set here are left out. It adds a `Date`
+/// header (the current time, e.g. `Date: Sun, 06 Nov 1994 08:49:37 GMT`)
+/// unless one is set here.
 ///
 /// ```
 /// use winddown::Response;

@@ -311,8 +311,17 @@ fn listen(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
 /// On stop (see the [crate docs](crate#servers)): the listener closes (after
 /// the [pre-close delay](ServerBuilder::pre_close_delay)), requests already
 /// read run to completion and are answered with `Connection: close`, idle
-/// connections are closed with a FIN, and what is still busy at the deadline
-/// is shut down and counted as forced.
+/// keep-alive connections are closed with a FIN, connections that have not
+/// sent a whole request yet get the [close
+/// window](ServerBuilder::close_window) to send it, and what is still busy
+/// at the deadline is shut down and counted as forced.
+///
+/// HTTP/1.1 as served: `Content-Length` and chunked request bodies (up to
+/// [`max_body`](ServerBuilder::max_body)), `Expect: 100-continue`,
+/// pipelining, keep-alive (an idle keep-alive connection gives its handler
+/// thread up to a new connection that would wait, see
+/// [`keep_alive`](ServerBuilder::keep_alive)); every response carries a
+/// `Date` header unless the handler set one.
 ///
 /// # Examples
 ///
