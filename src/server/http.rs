@@ -737,7 +737,7 @@ impl HttpDate {
     }
 
     fn from_unix(secs: u64) -> Option<HttpDate> {
-        (secs <= HttpDate::LAST).then(|| HttpDate {
+        (secs <= HttpDate::LAST).then_some(HttpDate {
             days: secs / HttpDate::DAY,
             secs: (secs % HttpDate::DAY) as u32, // < 86 400
         })
