@@ -771,3 +771,39 @@ fn a_request_read_after_the_forced_close_counts_forced_and_its_handler_does_not_
     );
     assert_eq!(report.exit_code, 1);
 }
+
+#[test]
+fn the_close_window_is_cut_short_by_the_drain_deadline() {
+    let mut rt = Runtime::builder()
+        .signals(false)
+        .grace(ms(300))
+        .kill_grace(secs(2))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .close_window(Duration::MAX) // no overflow: "until the deadline"
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    server
+        .start(&mut rt, |_, _| Ok(Response::new(204)))
+        .unwrap();
+    let handle = rt.handle();
+    let client = std::thread::spawn(move || {
+        let mut silent = Client::connect(addr).unwrap();
+        let stopped = Instant::now();
+        handle.request("test over");
+        silent
+            .read_eof()
+            .expect("closed with a FIN at the deadline");
+        stopped.elapsed()
+    });
+    let report = rt.run();
+    let closed_after = client.join().unwrap();
+    assert!(
+        closed_after >= ms(300) && closed_after < secs(5),
+        "closed {closed_after:?} after the stop (grace 300 ms)"
+    );
+    let c = report.servers[0].connections;
+    assert_eq!([c.accepted, c.idle_closed, c.forced], [1, 1, 0], "{c:?}");
+}

@@ -408,7 +408,8 @@ impl Conns {
     }
 
     /// Returns the counts, with the connections still open counted as they
-    /// would end now (busy or forced: forced; otherwise: closed by the stop),
+    /// would end now (busy or forced: forced; reclaimed: closed; otherwise:
+    /// closed by the stop),
     /// and the accept, handler-error and handler-panic counts.
     pub(super) fn counts(&self) -> (ConnectionCounts, u64, u64, u64) {
         let inner = self.inner.lock();
@@ -416,6 +417,8 @@ impl Conns {
         for e in inner.open.values() {
             if e.forced || e.state == State::Busy {
                 c.forced += 1;
+            } else if e.reclaimed {
+                c.closed += 1; // as `finish` would count it
             } else {
                 c.idle_closed += 1;
             }

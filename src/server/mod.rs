@@ -245,9 +245,12 @@ impl ServerBuilder {
     /// [`ConnectionCounts::idle_closed`](crate::ConnectionCounts::idle_closed)).
     /// Idle keep-alive connections are closed at the close itself.
     ///
-    /// Default 200 ms. The drain deadline cuts the window short; zero closes
-    /// those connections with the listener. The window holds the drain up
-    /// only while such a connection is open: an idle server stops at once.
+    /// Default 200 ms. The drain deadline cuts the window short (the
+    /// connections still silent are then closed with the others, and the
+    /// hard stop has fired: keep the window well below the runtime's grace);
+    /// zero closes those connections with the listener. The window holds the
+    /// drain up only while such a connection is open: an idle server stops
+    /// at once.
     pub fn close_window(mut self, window: Duration) -> Self {
         self.close_window = window;
         self
@@ -663,7 +666,9 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
     }
     // The close window: connections without a whole request yet may still
     // send one until then (the deadline cuts it short, below).
-    let mut window = Some(Instant::now() + shared.config.close_window);
+    // (`None` past the end of time: the window then lasts to the deadline.)
+    let window_end = Instant::now().checked_add(shared.config.close_window);
+    let mut window_open = true;
     loop {
         if token.is_hard_stopping() {
             event!(
@@ -677,16 +682,20 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
         if shared.conns.is_empty() {
             return;
         }
-        if let Some(end) = window {
-            if Instant::now() >= end || !shared.conns.has_pending_requests() {
-                // Also when nobody is left to wait for: a connection cannot
-                // become fresh again once the listener is closed.
-                shared.conns.end_window();
-                window = None;
-                continue;
-            }
+        if window_open
+            && (window_end.is_some_and(|end| Instant::now() >= end)
+                || !shared.conns.has_pending_requests())
+        {
+            // Also when nobody is left to wait for: a connection cannot
+            // become fresh again once the listener is closed.
+            shared.conns.end_window();
+            window_open = false;
+            continue;
         }
-        let window_ends = window.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+        let window_ends = match window_end {
+            Some(end) if window_open => crossbeam_channel::at(end),
+            _ => crossbeam_channel::never(),
+        };
         select! {
             recv(shared.conns.ended()) -> _ => {}
             recv(token.hard_receiver()) -> _ => {}
