@@ -65,6 +65,10 @@ struct Args {
     /// Ms to go on serving (health answering 503) before the listener closes.
     #[arg(long, default_value_t = 0)]
     pre_close_delay: u64,
+    /// Ms after the listener's close for connections still without a whole
+    /// request to send one (`ServerBuilder::close_window`).
+    #[arg(long, default_value_t = 200)]
+    close_window: u64,
     /// Write the report as JSON to this path (through a temporary file).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -120,6 +124,7 @@ fn main() -> anyhow::Result<ExitCode> {
         .workers(args.workers)
         .health_path("/health")
         .pre_close_delay(Duration::from_millis(args.pre_close_delay))
+        .close_window(Duration::from_millis(args.close_window))
         .bind(args.addr.as_str())
         .with_context(|| format!("binding {}", args.addr))?;
     say(&format!("listening {}", server.local_addr()));

@@ -160,8 +160,9 @@
 //!   closes: the blocked `accept` is woken, not polled, and new connects are
 //!   refused.
 //! * Every request already read runs to completion. Idle keep-alive
-//!   connections and connections that have not sent a full request are
-//!   closed at once, with a FIN.
+//!   connections are closed at once, with a FIN; connections that have not
+//!   sent a full request get a short close window (200 ms by default) to
+//!   send it, and are closed with a FIN at its end.
 //! * A connection still busy at the drain deadline is shut down and counted
 //!   as forced in [`Report::servers`] ([`ConnectionCounts`]); a forced
 //!   connection counts as a failure (exit code 1), like a stuck job.

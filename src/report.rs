@@ -385,7 +385,8 @@ pub struct ConnectionCounts {
     /// Responses written in full (requests served), over all connections.
     pub served: u64,
     /// Connections that ended before the stop reached them: the client
-    /// closed, a timeout, an error, a bad request.
+    /// closed, a timeout, an error, a bad request, an idle keep-alive
+    /// connection closed for a new one.
     pub closed: u64,
     /// Connections closed by the stop while idle or before a full request
     /// had arrived.

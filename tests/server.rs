@@ -339,6 +339,258 @@ fn out_of_file_descriptors_the_acceptor_backs_off_without_spinning_and_recovers(
     assert_eq!(connections(&report)[..2], [CLIENTS as u64, CLIENTS as u64]);
 }
 
+#[test]
+fn a_new_client_is_served_at_once_while_every_handler_holds_an_idle_keep_alive_connection() {
+    const WORKERS: usize = 2;
+    let mut server = ServerProcess::start(&["--workers", "2"]);
+    let mut idle: Vec<Client> = (0..WORKERS)
+        .map(|_| {
+            let mut c = Client::connect(server.addr).unwrap();
+            c.get("/health").unwrap();
+            assert!(!c.read_response().unwrap().closes(), "keep-alive");
+            c
+        })
+        .collect();
+    // Every handler thread now waits on an idle keep-alive connection (for
+    // up to the keep-alive timeout, 5 s).
+    let asked = Instant::now();
+    let r = get(server.addr, "/health").expect("the new client is served");
+    let took = asked.elapsed();
+    eprintln!("new client served in {took:?} with {WORKERS} workers, {WORKERS} idle keep-alive");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert!(
+        took < secs(2),
+        "served after {took:?} (keep-alive timeout 5 s)"
+    );
+    // One idle connection gave way, with a clean FIN (the one idle the
+    // longest: which that is depends on when the server thread marked each
+    // idle, which a client cannot see), and only one: the other still
+    // answers.
+    let (ended_tx, ended) = crossbeam_channel::unbounded();
+    let writers: Vec<TcpStream> = idle.iter().map(Client::writer).collect();
+    for (i, mut c) in idle.drain(..).enumerate() {
+        let ended_tx = ended_tx.clone();
+        std::thread::spawn(move || {
+            let r = c.read_eof();
+            ended_tx.send((i, r, c)).unwrap();
+        });
+    }
+    let (gone, r, _gone) = ended
+        .recv_timeout(secs(10))
+        .expect("an idle connection closed");
+    r.expect("a clean end of stream");
+    let kept = 1 - gone;
+    (&writers[kept])
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (i, r, kept_client) = ended.recv_timeout(secs(10)).expect("an answer");
+    assert_eq!(i, kept);
+    let answer = r
+        .expect_err("the other connection is still open")
+        .to_string();
+    assert!(answer.contains("HTTP/1.1 200 OK"), "{answer}");
+    server.sigterm();
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    drop(kept_client);
+    let report = server.report();
+    // Reclaimed and `Connection: close`: closed; the other idle one: by the stop.
+    assert_eq!(connections(&report), [3, 4, 1, 0, 0]);
+    assert_eq!(report["connections"]["closed"], 2);
+}
+
+#[test]
+fn a_connection_accepted_just_before_the_close_is_served_when_its_request_comes_late() {
+    let mut server = ServerProcess::start(&["--close-window", "2000"]);
+    // Idle keep-alive: its end of stream says the listener has closed.
+    let mut idle = Client::connect(server.addr).unwrap();
+    idle.get("/health").unwrap();
+    idle.read_response().unwrap();
+    let mut late = Client::connect(server.addr).unwrap();
+    server.sigterm();
+    idle.read_eof().expect("the listener closed");
+    let closed = Instant::now();
+    late.get("/sleep?ms=1").unwrap();
+    let r = late.read_response().expect("the late request is answered");
+    eprintln!(
+        "late request answered {:?} after the close was seen",
+        closed.elapsed()
+    );
+    assert_ok_closing(&r, "1");
+    late.read_eof().expect("then a clean end of stream");
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    assert_eq!(connections(&server.report()), [2, 2, 1, 1, 0]);
+}
+
+#[test]
+fn a_silent_fresh_connection_is_closed_when_the_close_window_ends() {
+    const WINDOW: Duration = Duration::from_millis(200); // the default
+    let mut server = ServerProcess::start(&[]);
+    let mut idle = Client::connect(server.addr).unwrap();
+    idle.get("/health").unwrap();
+    idle.read_response().unwrap();
+    let mut silent = Client::connect(server.addr).unwrap();
+    let signalled = Instant::now();
+    server.sigterm();
+    idle.read_eof()
+        .expect("idle keep-alive: closed with the listener");
+    let idle_closed = signalled.elapsed();
+    silent
+        .read_eof()
+        .expect("no response, a clean end of stream");
+    let silent_closed = signalled.elapsed();
+    eprintln!("idle closed after {idle_closed:?}, silent after {silent_closed:?}");
+    assert!(
+        silent_closed >= WINDOW && silent_closed < WINDOW + secs(2),
+        "the silent connection closed {silent_closed:?} after the signal (window {WINDOW:?})"
+    );
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    assert_eq!(connections(&server.report()), [2, 1, 2, 0, 0]);
+}
+
+#[test]
+fn chunked_request_bodies_are_echoed_and_bad_ones_refused() {
+    let mut server = ServerProcess::start(&[]);
+    // Two chunked requests on one connection: the framing is consumed exactly.
+    let mut c = Client::connect(server.addr).unwrap();
+    for _ in 0..2 {
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+              6;note=x\r\nhello \r\n8\r\nwinddown\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        )
+        .unwrap();
+        let r = c.read_response().unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello winddown"),
+            "{r:?}"
+        );
+        assert!(!r.closes(), "{r:?}");
+    }
+    drop(c);
+    let bad: [(&[u8], u16); 4] = [
+        (b"5\r\nhello\r\n", 400), // no final chunk: cut below
+        (b"zz\r\nhello\r\n0\r\n\r\n", 400),
+        (b"5\r\nhello!!\r\n0\r\n\r\n", 400),
+        (b"100001\r\n", 413), // 1 MiB + 1, over the default max_body
+    ];
+    for (i, (body, status)) in bad.into_iter().enumerate() {
+        let mut c = Client::connect(server.addr).unwrap();
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        c.send(body).unwrap();
+        if i == 0 {
+            // The body ends without its last chunk: the server sees the end
+            // of stream and closes without an answer.
+            c.shutdown_write();
+            c.read_eof().expect("a truncated body gets no answer");
+            continue;
+        }
+        let r = c.read_response().unwrap();
+        assert_eq!(
+            r.status,
+            status,
+            "{:?}: {r:?}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(r.closes(), "{r:?}");
+        c.read_eof().unwrap();
+    }
+    // Chunked after another coding: not implemented; with Content-Length: 400.
+    for (head, status) in [
+        ("Transfer-Encoding: gzip, chunked\r\n", 501),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400),
+    ] {
+        let mut c = Client::connect(server.addr).unwrap();
+        c.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\n{head}\r\n0\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(c.read_response().unwrap().status, status, "{head:?}");
+    }
+    server.sigterm();
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+    let report = server.report();
+    let [accepted, served, ..] = connections(&report);
+    // Every answer counts, the 400s too; the truncated body got none.
+    assert_eq!((accepted, served), (7, 2 + 3 + 2));
+}
+
+/// Seconds since 1970 of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`),
+/// checking its shape and its weekday; `None` if it is not one.
+fn parse_http_date(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if s.len() != 29 || &s[3..5] != ", " || &s[25..] != " GMT" || b[7] != b' ' || b[11] != b' ' {
+        return None;
+    }
+    if b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    let (day, year) = (digits(5..7)?, digits(12..16)?);
+    let month = MONTHS.iter().position(|m| *m == &s[8..11])? as u64;
+    let (h, m, sec) = (digits(17..19)?, digits(20..22)?, digits(23..25)?);
+    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let mut days: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    days += lengths[..month as usize].iter().sum::<u64>();
+    if day == 0 || day > lengths[month as usize] || h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    days += day - 1;
+    (WEEKDAYS[(days % 7) as usize] == &s[..3]).then_some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+#[test]
+fn every_response_carries_a_well_formed_current_date() {
+    let mut server = ServerProcess::start(&[]);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    for path in ["/health", "/sleep?ms=1", "/nowhere"] {
+        let before = now();
+        let r = get(server.addr, path).unwrap();
+        let after = now();
+        let date = r
+            .header("date")
+            .unwrap_or_else(|| panic!("no Date on {r:?}"));
+        let t = parse_http_date(date).unwrap_or_else(|| panic!("not an IMF-fixdate: {date:?}"));
+        assert!(
+            (before..=after).contains(&t),
+            "{date:?} is not now ({before}..={after})"
+        );
+    }
+    assert_eq!(
+        parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(784_111_777)
+    );
+    assert_eq!(parse_http_date("Mon, 06 Nov 1994 08:49:37 GMT"), None);
+    server.sigterm();
+    assert_eq!(exit_code(&mut server, secs(10)).0, SIGNAL_EXIT);
+}
+
 // ===== In process =====
 
 /// Runs a server with `handler` in a runtime without signal handling, lets
@@ -461,4 +713,97 @@ fn handler_errors_and_panics_are_answered_with_500_and_counted() {
     assert_eq!(server.connections.served, 3);
     assert!(server.connections.is_balanced());
     assert_eq!(code, 0, "handler failures do not fail the run");
+}
+
+#[test]
+fn a_request_read_after_the_forced_close_counts_forced_and_its_handler_does_not_run() {
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let (ran_tx, ran_rx) = crossbeam_channel::unbounded::<String>();
+    let mut rt = Runtime::builder()
+        .signals(false)
+        .grace(ms(500))
+        .kill_grace(secs(10))
+        .build()
+        .unwrap();
+    let server = Server::builder().workers(1).bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    server
+        .start(&mut rt, move |req, token| {
+            ran_tx.send(req.path().to_owned()).unwrap();
+            if req.path() == "/block" {
+                started_tx.send(()).unwrap();
+                token.wait_hard(); // the deadline...
+                release_rx.recv().unwrap(); // ...and then until the test says
+            }
+            Ok(Response::text(200, "done"))
+        })
+        .unwrap();
+    let handle = rt.handle();
+    let client = std::thread::spawn(move || {
+        let mut busy = Client::connect(addr).unwrap();
+        busy.get("/block").unwrap();
+        started_rx.recv().unwrap();
+        // The only handler thread is busy: this whole request waits in the
+        // queue, unread, past the deadline.
+        let mut queued = Client::connect(addr).unwrap();
+        queued.get("/queued").unwrap();
+        handle.request("test over");
+        // The deadline shuts every connection down.
+        busy.read_eof().expect("the busy connection is shut down");
+        release_tx.send(()).unwrap();
+        queued.read_eof().expect("no answer after the deadline");
+    });
+    let report = rt.run();
+    client.join().expect("the client's checks passed");
+    let paths: Vec<String> = ran_rx.try_iter().collect();
+    assert_eq!(
+        paths,
+        ["/block"],
+        "the handler ran only for the first request"
+    );
+    let c = report.servers[0].connections;
+    assert!(c.is_balanced(), "{c:?}");
+    assert_eq!(
+        [c.accepted, c.served, c.closed, c.forced],
+        [2, 0, 0, 2],
+        "{c:?}"
+    );
+    assert_eq!(report.exit_code, 1);
+}
+
+#[test]
+fn the_close_window_is_cut_short_by_the_drain_deadline() {
+    let mut rt = Runtime::builder()
+        .signals(false)
+        .grace(ms(300))
+        .kill_grace(secs(2))
+        .build()
+        .unwrap();
+    let server = Server::builder()
+        .close_window(Duration::MAX) // no overflow: "until the deadline"
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    server
+        .start(&mut rt, |_, _| Ok(Response::new(204)))
+        .unwrap();
+    let handle = rt.handle();
+    let client = std::thread::spawn(move || {
+        let mut silent = Client::connect(addr).unwrap();
+        let stopped = Instant::now();
+        handle.request("test over");
+        silent
+            .read_eof()
+            .expect("closed with a FIN at the deadline");
+        stopped.elapsed()
+    });
+    let report = rt.run();
+    let closed_after = client.join().unwrap();
+    assert!(
+        closed_after >= ms(300) && closed_after < secs(5),
+        "closed {closed_after:?} after the stop (grace 300 ms)"
+    );
+    let c = report.servers[0].connections;
+    assert_eq!([c.accepted, c.idle_closed, c.forced], [1, 1, 0], "{c:?}");
 }

@@ -12,7 +12,10 @@
 //! * `<name>-accept` blocks in `accept` and hands each connection to the
 //!   handler threads over an unbounded crossbeam channel;
 //! * `<name>-0` … `<name>-{W-1}` each serve one connection at a time, from
-//!   its first request to its close (keep-alive included);
+//!   its first request to its close (keep-alive included). A connection
+//!   that finds no handler thread free reclaims the longest-idle keep-alive
+//!   connection at once (see `conns.rs`, invariant (R)), so idle
+//!   keep-alive clients never starve new ones;
 //! * `<name>-stop` waits for the stop and drives it (below).
 //!
 //! The pool API is not used for the handler threads: a pool's queue closes at
@@ -31,9 +34,13 @@
 //!    connection the kernel had already completed (non-blocking), so they
 //!    get a FIN rather than the reset a closed listener would send them,
 //!    then drops the listener: new connects are refused from here. Then it
-//!    shuts down the read side of every idle connection (see
+//!    shuts down the read side of every idle keep-alive connection (see
 //!    `conns::READ_SIDE`): a handler thread blocked reading wakes, answers a
 //!    request that had fully arrived, and otherwise closes with a FIN.
+//!    Connections that have not sent a whole request yet (fresh ones, and
+//!    ones half-way through a request) get the close window
+//!    ([`ServerBuilder::close_window`]) to send it; at its end the stop
+//!    thread shuts their read side down the same way.
 //!    Nothing here polls: the waits are a blocked `accept` woken by a
 //!    connection, a blocked `read` woken by `shutdown`, and channel waits.
 //! 3. **Drain.** Busy connections finish their request and close after the
@@ -42,7 +49,9 @@
 //!    end of stream (at most `LINGER`), so that closing never discards
 //!    unread data, which would make the kernel send a reset.
 //! 4. **Deadline.** If connections are still open when the hard token
-//!    fires, the stop thread shuts them all down; busy ones count as forced.
+//!    fires, the stop thread shuts them all down; busy ones count as forced,
+//!    and so does a connection whose request is read after that (its
+//!    handler is not run).
 //!    A handler that ignores the token is then the runtime's to name as
 //!    stuck.
 //!
@@ -62,7 +71,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use self::conns::{Conns, End};
+use self::conns::{Begin, Conns, End};
 use self::http::{ReadError, Reader, Shape, WriteError};
 pub use self::http::{Request, Response};
 use crate::error::BuildError;
@@ -82,6 +91,8 @@ const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default largest request body.
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// The default close window.
+const DEFAULT_CLOSE_WINDOW: Duration = Duration::from_millis(200);
 /// The listen backlog.
 const BACKLOG: i32 = 1024;
 /// How long a closing connection waits for the client's end of stream.
@@ -139,6 +150,7 @@ pub struct ServerBuilder {
     keep_alive: Duration,
     io_timeout: Duration,
     max_body: usize,
+    close_window: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -151,6 +163,7 @@ impl Default for ServerBuilder {
             keep_alive: DEFAULT_KEEP_ALIVE,
             io_timeout: DEFAULT_IO_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
+            close_window: DEFAULT_CLOSE_WINDOW,
         }
     }
 }
@@ -195,8 +208,14 @@ impl ServerBuilder {
     }
 
     /// Sets how long a connection may wait for the next request (or its
-    /// first) before it is closed. Default 5 s: a handler thread is held by
-    /// an idle keep-alive connection until then. Zero means no limit.
+    /// first) before it is closed. Default 5 s. Zero means no limit.
+    ///
+    /// An idle keep-alive connection holds its handler thread while it
+    /// waits, but gives it up at once to a new connection that would
+    /// otherwise wait for a free handler thread: the connection idle the
+    /// longest is closed with a FIN (counted in
+    /// [`ConnectionCounts::closed`](crate::ConnectionCounts::closed)), as
+    /// HTTP allows for an idle keep-alive connection at any time.
     pub fn keep_alive(mut self, timeout: Duration) -> Self {
         self.keep_alive = timeout;
         self
@@ -209,10 +228,31 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets the largest request body accepted; a larger `Content-Length` is
-    /// answered with 413. Default 1 MiB.
+    /// Sets the largest request body accepted; a larger `Content-Length`,
+    /// or a chunked body that grows larger, is answered with 413. Default
+    /// 1 MiB.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// Sets how long, once the listener has closed, a connection that has
+    /// not yet sent a whole request may still send it: a connection accepted
+    /// just before the close whose request is a few milliseconds behind,
+    /// or a request half-received at the close. Such a request is served
+    /// (with `Connection: close`); a connection still without a whole
+    /// request when the window ends is closed with a FIN (counted in
+    /// [`ConnectionCounts::idle_closed`](crate::ConnectionCounts::idle_closed)).
+    /// Idle keep-alive connections are closed at the close itself.
+    ///
+    /// Default 200 ms. The drain deadline cuts the window short (the
+    /// connections still silent are then closed with the others, and the
+    /// hard stop has fired: keep the window well below the runtime's grace);
+    /// zero closes those connections with the listener. The window holds the
+    /// drain up only while such a connection is open: an idle server stops
+    /// at once.
+    pub fn close_window(mut self, window: Duration) -> Self {
+        self.close_window = window;
         self
     }
 
@@ -274,8 +314,17 @@ fn listen(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
 /// On stop (see the [crate docs](crate#servers)): the listener closes (after
 /// the [pre-close delay](ServerBuilder::pre_close_delay)), requests already
 /// read run to completion and are answered with `Connection: close`, idle
-/// connections are closed with a FIN, and what is still busy at the deadline
-/// is shut down and counted as forced.
+/// keep-alive connections are closed with a FIN, connections that have not
+/// sent a whole request yet get the [close
+/// window](ServerBuilder::close_window) to send it, and what is still busy
+/// at the deadline is shut down and counted as forced.
+///
+/// HTTP/1.1 as served: `Content-Length` and chunked request bodies (up to
+/// [`max_body`](ServerBuilder::max_body)), `Expect: 100-continue`,
+/// pipelining, keep-alive (an idle keep-alive connection gives its handler
+/// thread up to a new connection that would wait, see
+/// [`keep_alive`](ServerBuilder::keep_alive)); every response carries a
+/// `Date` header unless the handler set one.
 ///
 /// # Examples
 ///
@@ -362,7 +411,7 @@ impl Server {
             token: rt.handle().token(),
             closing_token: closing.token(),
             closing,
-            conns: Conns::new(),
+            conns: Conns::new(config.workers),
             waker: Mutex::new(None),
             config,
         });
@@ -585,7 +634,8 @@ fn admit(shared: &Shared, socket: Socket, peer: &SockAddr, tx: &Sender<Conn>) {
     };
     if let Err(crossbeam_channel::SendError(conn)) = tx.send(conn) {
         // Every handler thread is gone (only if they all panicked).
-        finish(shared, conn, End::Closed);
+        shared.conns.unqueue();
+        finish(shared, conn, End::Closed, false);
     }
 }
 
@@ -614,6 +664,11 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
         recv(acceptor_done) -> _ => {}
         recv(token.hard_receiver()) -> _ => {}
     }
+    // The close window: connections without a whole request yet may still
+    // send one until then (the deadline cuts it short, below).
+    // (`None` past the end of time: the window then lasts to the deadline.)
+    let window_end = Instant::now().checked_add(shared.config.close_window);
+    let mut window_open = true;
     loop {
         if token.is_hard_stopping() {
             event!(
@@ -627,9 +682,24 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
         if shared.conns.is_empty() {
             return;
         }
+        if window_open
+            && (window_end.is_some_and(|end| Instant::now() >= end)
+                || !shared.conns.has_pending_requests())
+        {
+            // Also when nobody is left to wait for: a connection cannot
+            // become fresh again once the listener is closed.
+            shared.conns.end_window();
+            window_open = false;
+            continue;
+        }
+        let window_ends = match window_end {
+            Some(end) if window_open => crossbeam_channel::at(end),
+            _ => crossbeam_channel::never(),
+        };
         select! {
             recv(shared.conns.ended()) -> _ => {}
             recv(token.hard_receiver()) -> _ => {}
+            recv(window_ends) -> _ => {}
         }
     }
 }
@@ -638,19 +708,21 @@ fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<
 
 fn handler_loop(shared: &Shared, rx: &Receiver<Conn>) {
     while let Ok(conn) = rx.recv() {
+        shared.conns.take();
         let end = serve(shared, &conn);
-        finish(shared, conn, end);
+        finish(shared, conn, end, true);
     }
 }
 
-/// Closes `conn` (cleanly unless forced) and counts it.
-fn finish(shared: &Shared, conn: Conn, end: End) {
+/// Closes `conn` (cleanly unless forced) and counts it; `ready`: the calling
+/// handler thread goes back to wait for the next connection.
+fn finish(shared: &Shared, conn: Conn, end: End, ready: bool) {
     let Conn { id, stream, .. } = conn;
     if end != End::Forced {
         linger(&stream);
     }
     drop(stream);
-    shared.conns.finish(id, end); // drops the last handle: the socket closes
+    shared.conns.finish(id, end, ready); // drops the last handle: the socket closes
 }
 
 /// Sends our FIN, then reads and discards what the client still sends until
@@ -693,19 +765,29 @@ fn serve(shared: &Shared, conn: &Conn) -> End {
         config.max_body,
     );
     loop {
+        // Idle (or fresh) until the first bytes of a request arrive.
+        if let Err(ReadError::Closed) = reader.wait_for_request() {
+            return End::Idle;
+        }
+        shared.conns.reading(conn.id);
         let (shape, response, wants_keep_alive) = match reader.read_request() {
             Ok(request) => {
-                shared.conns.begin(conn.id);
+                let Begin::Serve { close } = shared.conns.begin(conn.id) else {
+                    return End::Forced; // read after the deadline shut it down
+                };
                 let response = respond(shared, &request);
-                let keep =
-                    request.wants_keep_alive() && response.allows_keep_alive(request.version());
+                let keep = !close
+                    && request.wants_keep_alive()
+                    && response.allows_keep_alive(request.version());
                 (Shape::of(&request), response, keep)
             }
             Err(ReadError::Closed) => return End::Idle,
             Err(ReadError::Bad(status)) => {
                 // Answer what we cannot take, then close: the rest of the
                 // stream cannot be trusted to start a request.
-                shared.conns.begin(conn.id);
+                if shared.conns.begin(conn.id) == Begin::Forced {
+                    return End::Forced;
+                }
                 let shape = Shape {
                     head_only: false,
                     version: 1,
@@ -719,9 +801,10 @@ fn serve(shared: &Shared, conn: &Conn) -> End {
         let stopping = shared.token.is_stopping();
         let keep_alive = wants_keep_alive && !stopping;
         let written = http::write_response(stream, shape, response, keep_alive, &shared.token);
-        let open = shared
-            .conns
-            .end_request(conn.id, keep_alive, written.is_ok());
+        let open =
+            shared
+                .conns
+                .end_request(conn.id, keep_alive, written.is_ok(), reader.has_buffered());
         match written {
             Ok(()) if open => {}
             // A keep-alive response, but the listener closed meanwhile: an

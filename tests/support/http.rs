@@ -268,6 +268,17 @@ impl Client {
         self.stream.write_all(raw)
     }
 
+    /// Returns a second handle on the socket, to send on while another
+    /// thread reads.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().unwrap()
+    }
+
+    /// Shuts the sending side down: the server reads an end of stream.
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
     /// Sends a keep-alive `GET path`.
     pub fn get(&mut self, path: &str) -> io::Result<()> {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
