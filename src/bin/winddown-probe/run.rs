@@ -201,6 +201,7 @@ pub(crate) fn run(plan: &Plan<'_>) -> Run {
     };
     // A pid always fits: the kernel's pid_max is below 2^22.
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _leftovers = KillGroupOnDrop(pid);
     if let (Ready::Line(re), Some(stdout)) = (plan.ready, child.stdout.take()) {
         let (re, tx, show) = (re.clone(), tx.clone(), plan.show_output);
         // Detached: it ends at the end of the stream, which a grandchild
@@ -259,11 +260,6 @@ pub(crate) fn run(plan: &Plan<'_>) -> Run {
     );
     if let Some(l) = running_load {
         result.load = Some(l.finish());
-    }
-    if let Outcome::Measured { .. } = result.outcome {
-        // Whatever the process left behind in its group (a shell's
-        // children, say) would skew the next run, or hold its port.
-        let _ = killpg(pid, Signal::SIGKILL);
     }
     // The reader handles the datagrams in order, so once it has read its
     // wake-up every `STOPPING=1` the process sent is on the channel.
@@ -388,6 +384,20 @@ fn wait_exit(
             Ok(Event::Ready(_)) => {}
             Err(_) => return None,
         }
+    }
+}
+
+/// Kills what is left of the process group when a run ends, on every path:
+/// whatever the process left behind (a shell's children, say) would skew the
+/// next run, or hold its port. Every path has seen the leader's exit (or
+/// killed it) by then, so this only reaches the rest of the group; with no
+/// one left, `killpg` fails with `ESRCH`, which is fine.
+#[derive(Debug)]
+struct KillGroupOnDrop(Pid);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = killpg(self.0, Signal::SIGKILL);
     }
 }
 
