@@ -459,6 +459,21 @@ fn bad_input_is_a_usage_error_not_a_panic() {
         &["'unclosed"],
         &["--load-url", "https://x/", "sleep 1"],
         &["--ready-line", "(", "sleep 1"],
+        &["--timeout", "18446744073709551615", "sleep 1"],
+        &[
+            "--load-url",
+            "http://127.0.0.1:9/",
+            "--load-rate",
+            "0",
+            "sleep 1",
+        ],
+        &[
+            "--load-url",
+            "http://127.0.0.1:9/",
+            "--load-rate",
+            "NaN",
+            "sleep 1",
+        ],
     ] {
         let out = probe(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", explain(&out));

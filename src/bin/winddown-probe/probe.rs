@@ -43,7 +43,8 @@ pub(crate) struct Args {
     ready_notify: bool,
     /// Milliseconds from the spawn to give up on readiness (the group is
     /// killed).
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(..=MAX_MS))]
     ready_timeout: u64,
     /// The signal to send: a name (`TERM`, `SIGINT`) or a number.
     #[arg(short, long, default_value = "TERM", value_parser = parse_signal)]
@@ -57,7 +58,8 @@ pub(crate) struct Args {
     delay: Delay,
     /// Milliseconds from the signal to give up on the exit (the group is
     /// killed and the run counted as a timeout).
-    #[arg(short, long, value_name = "MS", default_value_t = 10_000)]
+    #[arg(short, long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(..=MAX_MS))]
     timeout: u64,
     /// Seed for the random delays (default: drawn, and printed).
     #[arg(long)]
@@ -87,6 +89,13 @@ pub(crate) struct Args {
     show_output: bool,
 }
 
+/// The longest wait any flag may ask for, in ms (about 11.6 days): deadlines
+/// are `Instant`s, and this keeps every one of them representable.
+const MAX_MS: u64 = 1_000_000_000;
+
+/// The load's rate bounds, requests per second.
+const RATE: std::ops::RangeInclusive<f64> = 0.01..=1_000_000.0;
+
 /// Ready → signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delay {
@@ -104,10 +113,10 @@ impl Delay {
 }
 
 fn parse_delay(s: &str) -> Result<Delay, String> {
-    let ms = |t: &str| {
-        t.trim()
-            .parse::<u64>()
-            .map_err(|_| format!("`{t}` is not a number of milliseconds"))
+    let ms = |t: &str| match t.trim().parse::<u64>() {
+        Ok(v) if v <= MAX_MS => Ok(v),
+        Ok(_) => Err(format!("`{t}` is more than {MAX_MS} ms")),
+        Err(_) => Err(format!("`{t}` is not a number of milliseconds")),
     };
     match s.split_once('-') {
         None => Ok(Delay::Fixed(ms(s)?)),
@@ -214,8 +223,12 @@ fn probe(args: &Args) -> anyhow::Result<bool> {
     };
     let load = match &args.load_url {
         Some(url) => {
-            if !(args.load_rate.is_finite() && args.load_rate > 0.0) {
-                bail!("--load-rate must be a positive number of requests per second");
+            if !RATE.contains(&args.load_rate) {
+                bail!(
+                    "--load-rate must be from {} to {} requests per second",
+                    RATE.start(),
+                    RATE.end()
+                );
             }
             Some(load::Spec {
                 url: load::Url::parse(url).context("--load-url")?,
@@ -329,6 +342,7 @@ mod tests {
         assert_eq!(parse_delay("10-20"), Ok(Delay::Range(10, 20)));
         assert!(parse_delay("20-10").is_err());
         assert!(parse_delay("x").is_err());
+        assert!(parse_delay("0-18446744073709551615").is_err());
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..100 {
             let d = Delay::Range(10, 20).draw(&mut rng).as_millis();
