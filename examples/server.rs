@@ -17,7 +17,8 @@
 //! * `POST /echo` answers the request body, and counts its bytes in the
 //!   `audit` pool, whose total the `audit-log` release hook prints.
 //!
-//! Stdout (for tests and scripts): `listening <addr>`, `ready`, one
+//! Stdout (for tests and scripts): `listening <addr>`, `listener bound` |
+//! `systemd` | `handover` (where the socket came from), `ready`, one
 //! `inflight N` line when a `/sleep` request starts (N requests now
 //! sleeping), `stopping inflight=N` when the stop begins, and
 //! `audit bytes=N` from the release hook. The report goes to stderr, and as
@@ -45,7 +46,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use winddown::{Phase, Report, Request, Response, Runtime, Server, Submitter, Token};
+use winddown::{
+    Listener, ListenerSource, Phase, Report, Request, Response, Runtime, Server, Submitter, Token,
+};
 
 /// A blocking HTTP service that drains on SIGTERM.
 #[derive(Parser, Debug)]
@@ -68,6 +71,23 @@ struct Args {
     /// Write the report as JSON to this path (through a temporary file).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// On this signal (`USR2`, `HUP`, …), start a new copy of this program
+    /// with the same arguments, hand it the listening socket, and drain
+    /// (see `winddown::Handover`). The new copy prints its own lines.
+    #[arg(long, value_name = "SIGNAL")]
+    handover_signal: Option<String>,
+}
+
+/// The number of a signal named `USR2`, `SIGUSR2`, `HUP`, …
+fn signal_number(name: &str) -> anyhow::Result<i32> {
+    let name = name.trim_start_matches("SIG");
+    Ok(match name {
+        "HUP" => nix::sys::signal::Signal::SIGHUP,
+        "USR1" => nix::sys::signal::Signal::SIGUSR1,
+        "USR2" => nix::sys::signal::Signal::SIGUSR2,
+        "WINCH" => nix::sys::signal::Signal::SIGWINCH,
+        _ => anyhow::bail!("--handover-signal: HUP, USR1, USR2 or WINCH, not {name:?}"),
+    } as i32)
 }
 
 /// Counts the `/sleep` requests in progress, for the `inflight` lines.
@@ -116,13 +136,31 @@ fn main() -> anyhow::Result<ExitCode> {
         Ok(())
     });
 
+    // A handover's socket, else systemd's (socket activation), else bound.
+    let mut listener = Listener::from_env_or_bind(args.addr.as_str())
+        .with_context(|| format!("listening on {}", args.addr))?;
+    let source = listener.source();
+    let handover = match &args.handover_signal {
+        Some(signal) => Some((signal_number(signal)?, listener.handover(rt.handle())?)),
+        None => None,
+    };
     let server = Server::builder()
         .workers(args.workers)
         .health_path("/health")
         .pre_close_delay(Duration::from_millis(args.pre_close_delay))
-        .bind(args.addr.as_str())
-        .with_context(|| format!("binding {}", args.addr))?;
+        .listener(listener);
     say(&format!("listening {}", server.local_addr()));
+    say(&format!(
+        "listener {}",
+        match source {
+            ListenerSource::Systemd => "systemd",
+            ListenerSource::Handover => "handover",
+            _ => "bound",
+        }
+    ));
+    if let Some((signal, handover)) = handover {
+        handover.on_signal(&mut rt, signal)?;
+    }
     server.start(&mut rt, move |req, token| route(req, token, &audit))?;
     say("ready");
 

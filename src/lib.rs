@@ -335,9 +335,14 @@ pub use crate::report::{
     WorkerFailure, WorkerStage,
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
+#[cfg(all(feature = "http", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "http", unix))))]
+pub use crate::server::Handover;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use crate::server::{Request, Response, Server, ServerBuilder};
+pub use crate::server::{
+    Listener, ListenerSource, Request, Response, Server, ServerBuilder, HANDOVER_ENV,
+};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
