@@ -17,8 +17,9 @@
 //! * `POST /echo` answers the request body, and counts its bytes in the
 //!   `audit` pool, whose total the `audit-log` release hook prints.
 //!
-//! Stdout (for tests and scripts): `listening <addr>`, `listener bound` |
-//! `systemd` | `handover` (where the socket came from), `ready`, one
+//! Stdout (for tests and scripts): `listening <addr>`, `listener <source>
+//! pid=<pid>` (`bound`, `systemd` or `handover`: where the socket came
+//! from), `ready`, one
 //! `inflight N` line when a `/sleep` request starts (N requests now
 //! sleeping), `stopping inflight=N` when the stop begins, and
 //! `audit bytes=N` from the release hook. The report goes to stderr, and as
@@ -151,12 +152,13 @@ fn main() -> anyhow::Result<ExitCode> {
         .listener(listener);
     say(&format!("listening {}", server.local_addr()));
     say(&format!(
-        "listener {}",
+        "listener {} pid={}",
         match source {
             ListenerSource::Systemd => "systemd",
             ListenerSource::Handover => "handover",
             _ => "bound",
-        }
+        },
+        std::process::id()
     ));
     if let Some((signal, handover)) = handover {
         handover.on_signal(&mut rt, signal)?;
