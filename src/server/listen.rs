@@ -253,7 +253,6 @@ impl Listener {
         };
         Ok(Handover {
             socket,
-            local: self.local,
             close_now,
             closed,
             handle,
@@ -306,7 +305,6 @@ impl Listener {
 pub struct Handover {
     /// A duplicate of the server's socket: the same socket in the kernel.
     socket: Socket,
-    local: SocketAddr,
     close_now: StopSource,
     closed: Receiver<()>,
     handle: Handle,
@@ -398,7 +396,11 @@ impl Handover {
             }
         };
         drop(rendezvous);
-        event!(info, pid, addr = %self.local, "handover: closing the listener for the new process");
+        event!(
+            info,
+            pid,
+            "handover: closing the listener for the new process"
+        );
         self.handle.request(format!("handover to pid {pid}"));
         self.close_now
             .stop(crate::reason::StopReason::Requested("handover".into()));
