@@ -33,6 +33,13 @@
 //! `forced_connections`, and `report`: the whole report as the library
 //! serializes it (see `winddown::Report`).
 //!
+//! The listening socket comes from a handover, else from systemd socket
+//! activation, else `--addr` is bound (`winddown::Listener::from_env_or_bind`).
+//! With `--handover-signal USR2`, that signal starts a new copy of this
+//! program with the same arguments, hands it the socket, and this one stops
+//! accepting and drains (exit code 0); the new copy prints its own lines to
+//! the same stdout.
+//!
 //! Exit code: 130 after a signal and a clean drain; 1 if a connection was
 //! still busy at the drain deadline (`forced`), the hard stop fired, a
 //! thread was stuck or a hook failed; 3 if a second signal ended the process
@@ -112,6 +119,10 @@ fn init_events() {}
 fn main() -> anyhow::Result<ExitCode> {
     init_events();
     let args = Args::parse();
+    // A handover's socket, else systemd's (socket activation), else bound;
+    // first, before any thread runs (systemd's variables are removed).
+    let mut listener = Listener::from_env_or_bind(args.addr.as_str())
+        .with_context(|| format!("listening on {}", args.addr))?;
     let mut rt = Runtime::builder()
         .grace(Duration::from_millis(args.grace))
         .kill_grace(Duration::from_millis(args.kill_grace))
@@ -137,9 +148,6 @@ fn main() -> anyhow::Result<ExitCode> {
         Ok(())
     });
 
-    // A handover's socket, else systemd's (socket activation), else bound.
-    let mut listener = Listener::from_env_or_bind(args.addr.as_str())
-        .with_context(|| format!("listening on {}", args.addr))?;
     let source = listener.source();
     let handover = match &args.handover_signal {
         Some(signal) => Some((signal_number(signal)?, listener.handover(rt.handle())?)),

@@ -98,7 +98,7 @@ wait_status() { # server, wanted status
 start_replica() { # index
     local i=$1
     : >"$WORK/r$i.out"
-    "$SERVER" --addr "127.0.0.1:${PORTS[$i]}" --workers 16 --grace 10000 \
+    "$SERVER" --addr "127.0.0.1:${PORTS[$i]}" --workers "$WORKERS" --grace 10000 \
         --pre-close-delay "$PRE_CLOSE" --handover-signal USR2 \
         --report "$WORK/r$i.json" >>"$WORK/r$i.out" 2>>"$WORK/r$i.err" &
     PIDS[$i]=$!
@@ -123,6 +123,10 @@ check() { # description, condition result (0 = ok)
     fi
 }
 
+# A handler thread per connection HAProxy may hold open to one replica
+# (every client connection's, plus the health checks'), so that idle
+# keep-alive connections never hold every handler and starve the checks.
+WORKERS=$((2 * CONNS + 8))
 PORTS=()
 for i in $(seq 0 $((REPLICAS - 1))); do PORTS[$i]=$(free_port); done
 FRONT_PORT=$(free_port) STATS_PORT=$(free_port)

@@ -6,7 +6,8 @@
 //! # The handover protocol
 //!
 //! The old process (`O`) and the new one (`N`) speak over a Unix stream
-//! socket whose path `O` puts in `N`'s environment as `WINDDOWN_HANDOVER`:
+//! socket whose path `O` puts in `N`'s environment as `WINDDOWN_HANDOVER`
+//! (with `O`'s pid, which `N` checks is its parent's):
 //!
 //! 1. `O` binds the Unix socket and spawns `N` (its own executable, its own
 //!    arguments, stdin/stdout/stderr inherited).
@@ -39,7 +40,8 @@ use crate::shared::Handle;
 use crate::token::{StopSource, Token};
 
 /// The environment variable through which a handover's old process tells
-/// the new one where to fetch the listening socket.
+/// the new one where to fetch the listening socket: `<pid>:<path>`, the old
+/// process's id and the path of a Unix socket.
 pub const HANDOVER_ENV: &str = "WINDDOWN_HANDOVER";
 
 /// How long the new process waits for the old one to hand the socket over
@@ -73,8 +75,9 @@ pub enum ListenerSource {
 /// use winddown::{Listener, Response, Runtime, Server};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut rt = Runtime::new()?;
+/// // First, before any thread is started (see `from_systemd`).
 /// let listener = Listener::from_env_or_bind("0.0.0.0:8080")?;
+/// let mut rt = Runtime::new()?;
 /// eprintln!("serving {} ({:?})", listener.local_addr(), listener.source());
 /// let server = Server::builder().health_path("/health").listener(listener);
 /// server.start(&mut rt, |_req, _token| Ok(Response::text(200, "hi\n")))?;
@@ -142,8 +145,12 @@ impl Listener {
     /// Takes the first socket systemd passed to this process (socket
     /// activation: `LISTEN_FDS`, and `LISTEN_PID` naming this process, or
     /// unset), through the [`listenfd`](https://docs.rs/listenfd) crate.
-    /// Returns `Ok(None)` if there is none. The variables are removed, so a
-    /// second call, and a child process, find none.
+    /// Returns `Ok(None)` if there is none. `listenfd` removes the
+    /// variables, so a second call, and a child process, find none; as
+    /// changing the environment races with threads that read it (C code
+    /// calling `getenv`), call this first thing in `main`, before
+    /// [`Runtime::build`](crate::Builder::build) or anything else starts a
+    /// thread.
     ///
     /// Always `Ok(None)` outside Unix.
     ///
@@ -175,8 +182,12 @@ impl Listener {
     }
 
     /// Takes the listening socket from the process this one replaces, if
-    /// this process was started by a [`Handover`] (`WINDDOWN_HANDOVER` is
-    /// set; it is removed here). Returns `Ok(None)` otherwise.
+    /// this process was started by a [`Handover`]: `WINDDOWN_HANDOVER`
+    /// names our parent process and the Unix socket to fetch it from, and
+    /// this is the first call in the process. Returns `Ok(None)` otherwise
+    /// (the variable is left in place, as changing the environment is
+    /// unsound in a threaded program; our own children see a parent that is
+    /// not theirs, and ignore it).
     ///
     /// Call it when the program is ready to serve, after its slow start-up
     /// (opening databases, warming caches): the old process goes on serving
@@ -193,12 +204,24 @@ impl Listener {
     /// or sent something else than a TCP listener; or the connection to it
     /// failed.
     pub fn from_handover() -> io::Result<Option<Listener>> {
-        let Some(path) = std::env::var_os(HANDOVER_ENV) else {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Set by the first call: one process takes one handover.
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+
+        let Some(value) = std::env::var_os(HANDOVER_ENV) else {
             return Ok(None);
         };
-        // Our own children (a later handover of ours) must not see it.
-        std::env::remove_var(HANDOVER_ENV);
-        take_handed_over(path).map(Some)
+        let value = value.to_string_lossy().into_owned();
+        let Some((pid, path)) = value.split_once(':') else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{HANDOVER_ENV}={value:?}: not <pid>:<path>"),
+            ));
+        };
+        if parent_pid() != pid.parse().ok() || TAKEN.swap(true, Ordering::Relaxed) {
+            return Ok(None);
+        }
+        take_handed_over(path.into()).map(Some)
     }
 
     /// Returns the socket of a handover ([`from_handover`]), else systemd's
@@ -288,8 +311,8 @@ impl Listener {
 /// use winddown::{Listener, Response, Runtime, Server};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut rt = Runtime::new()?;
 /// let mut listener = Listener::from_env_or_bind("127.0.0.1:8080")?;
+/// let mut rt = Runtime::new()?;
 /// let handover = listener.handover(rt.handle())?;
 /// Server::builder()
 ///     .listener(listener)
@@ -365,7 +388,9 @@ impl Handover {
         let dir = tempdir()?;
         let path = dir.0.join("handover.sock");
         let rendezvous = UnixListener::bind(&path)?;
-        let mut child = command.env(HANDOVER_ENV, &path).spawn()?;
+        let mut value = OsString::from(format!("{}:", std::process::id()));
+        value.push(&path);
+        let mut child = command.env(HANDOVER_ENV, value).spawn()?;
         let pid = child.id();
         // If the child dies before it connects, wake our `accept` with a
         // connection that sends nothing.
@@ -457,6 +482,16 @@ impl Handover {
         });
         Ok(())
     }
+}
+
+#[cfg(unix)]
+fn parent_pid() -> Option<u32> {
+    Some(std::os::unix::process::parent_id())
+}
+
+#[cfg(not(unix))]
+fn parent_pid() -> Option<u32> {
+    None
 }
 
 /// A private directory for the rendezvous socket, removed on drop.
