@@ -320,7 +320,7 @@ impl Listener {
 /// // `kill -USR2 <pid>` starts a new copy, hands it the socket and drains.
 /// handover.on_signal(&mut rt, 12 /* SIGUSR2 on Linux */)?;
 /// let report = rt.run();
-/// # Ok(())
+/// std::process::exit(report.exit_code);
 /// # }
 /// ```
 #[cfg(unix)]
@@ -346,7 +346,12 @@ impl Handover {
     /// process. Returns the new process's id; this process goes on
     /// draining.
     ///
-    /// Blocks for as long as the new process takes to start up.
+    /// Blocks for as long as the new process takes to start up: until it
+    /// asks for the socket or exits. A new process that hangs in its
+    /// start-up holds the call (and, with [`on_signal`](Handover::on_signal),
+    /// the `handover` thread, which the runtime then names as stuck at a
+    /// later stop's deadline). The rendezvous socket lives in a directory
+    /// only this user can enter, removed when the call returns.
     ///
     /// # Errors
     ///

@@ -640,7 +640,10 @@ fn stop_loop(
     shared
         .closing
         .stop(StopReason::Requested("listener closing".into()));
-    if !shared.wake_acceptor() {
+    // Not in a handover: the socket is the new process's too, and shutting
+    // it down would close it there.
+    let handing_over = close_now.is_some_and(Token::is_stopping);
+    if !shared.wake_acceptor() && !handing_over {
         // Wakes `accept` with an error; connections in the backlog are reset.
         // (Gone already: the acceptor saw `closing` after another accept.)
         if let Some(listener) = listener.upgrade() {
