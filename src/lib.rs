@@ -231,7 +231,7 @@
 //!
 //! | feature | default | adds |
 //! | --- | --- | --- |
-//! | `http` | on | [`Server`], [`ServerBuilder`], [`Request`], [`Response`]: the blocking HTTP/1.1 server above (dependencies `httparse`, `socket2`) |
+//! | `http` | on | [`Server`], [`ServerBuilder`], [`Request`], [`Response`]: the blocking HTTP/1.1 server above (dependencies `httparse`, `socket2`); [`Listener`], `Handover`: socket activation and the handover to a new process (on Unix, `listenfd`, `rustix`) |
 //! | `systemd` | on | `sd_notify` when `NOTIFY_SOCKET` is set ([systemd](#systemd); no dependencies) |
 //! | `serde` | off | `Serialize` for [`Report`] and its parts ([serialization](Report#serialization); dependency `serde`) |
 //! | `tracing` | off | events for logs ([Events](#events); dependency `tracing`) |
@@ -290,7 +290,8 @@
     doc = "[`Server`]: https://docs.rs/winddown/0.1/winddown/struct.Server.html",
     doc = "[`ServerBuilder`]: https://docs.rs/winddown/0.1/winddown/struct.ServerBuilder.html",
     doc = "[`Request`]: https://docs.rs/winddown/0.1/winddown/struct.Request.html",
-    doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html"
+    doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html",
+    doc = "[`Listener`]: https://docs.rs/winddown/0.1/winddown/struct.Listener.html"
 )]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]

@@ -31,13 +31,19 @@
 use std::ffi::OsString;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+#[cfg(unix)]
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+#[cfg(unix)]
+use crossbeam_channel::Receiver;
+use crossbeam_channel::Sender;
 use socket2::Socket;
 
+#[cfg(unix)]
 use crate::shared::Handle;
-use crate::token::{StopSource, Token};
+#[cfg(unix)]
+use crate::token::StopSource;
+use crate::token::Token;
 
 /// The environment variable through which a handover's old process tells
 /// the new one where to fetch the listening socket: `<pid>:<path>`, the old
