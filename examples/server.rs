@@ -17,7 +17,9 @@
 //! * `POST /echo` answers the request body, and counts its bytes in the
 //!   `audit` pool, whose total the `audit-log` release hook prints.
 //!
-//! Stdout (for tests and scripts): `listening <addr>`, `ready`, one
+//! Stdout (for tests and scripts): `listening <addr>`, `listener <source>
+//! pid=<pid>` (`bound`, `systemd` or `handover`: where the socket came
+//! from), `ready`, one
 //! `inflight N` line when a `/sleep` request starts (N requests now
 //! sleeping), `stopping inflight=N` when the stop begins, and
 //! `audit bytes=N` from the release hook. The report goes to stderr, and as
@@ -30,6 +32,13 @@
 //! `hard_stopped` (the deadline fired the hard token),
 //! `forced_connections`, and `report`: the whole report as the library
 //! serializes it (see `winddown::Report`).
+//!
+//! The listening socket comes from a handover, else from systemd socket
+//! activation, else `--addr` is bound (`winddown::Listener::from_env_or_bind`).
+//! With `--handover-signal USR2`, that signal starts a new copy of this
+//! program with the same arguments, hands it the socket, and this one stops
+//! accepting and drains (exit code 0); the new copy prints its own lines to
+//! the same stdout.
 //!
 //! Exit code: 130 after a signal and a clean drain; 1 if a connection was
 //! still busy at the drain deadline (`forced`), the hard stop fired, a
@@ -45,7 +54,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use winddown::{Phase, Report, Request, Response, Runtime, Server, Submitter, Token};
+use winddown::{
+    Listener, ListenerSource, Phase, Report, Request, Response, Runtime, Server, Submitter, Token,
+};
 
 /// A blocking HTTP service that drains on SIGTERM.
 #[derive(Parser, Debug)]
@@ -72,6 +83,23 @@ struct Args {
     /// Write the report as JSON to this path (through a temporary file).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// On this signal (`USR2`, `HUP`, …), start a new copy of this program
+    /// with the same arguments, hand it the listening socket, and drain
+    /// (see `winddown::Handover`). The new copy prints its own lines.
+    #[arg(long, value_name = "SIGNAL")]
+    handover_signal: Option<String>,
+}
+
+/// The number of a signal named `USR2`, `SIGUSR2`, `HUP`, …
+fn signal_number(name: &str) -> anyhow::Result<i32> {
+    let name = name.trim_start_matches("SIG");
+    Ok(match name {
+        "HUP" => nix::sys::signal::Signal::SIGHUP,
+        "USR1" => nix::sys::signal::Signal::SIGUSR1,
+        "USR2" => nix::sys::signal::Signal::SIGUSR2,
+        "WINCH" => nix::sys::signal::Signal::SIGWINCH,
+        _ => anyhow::bail!("--handover-signal: HUP, USR1, USR2 or WINCH, not {name:?}"),
+    } as i32)
 }
 
 /// Counts the `/sleep` requests in progress, for the `inflight` lines.
@@ -95,6 +123,10 @@ fn init_events() {}
 fn main() -> anyhow::Result<ExitCode> {
     init_events();
     let args = Args::parse();
+    // A handover's socket, else systemd's (socket activation), else bound;
+    // first, before any thread runs (systemd's variables are removed).
+    let mut listener = Listener::from_env_or_bind(args.addr.as_str())
+        .with_context(|| format!("listening on {}", args.addr))?;
     let mut rt = Runtime::builder()
         .grace(Duration::from_millis(args.grace))
         .kill_grace(Duration::from_millis(args.kill_grace))
@@ -120,14 +152,30 @@ fn main() -> anyhow::Result<ExitCode> {
         Ok(())
     });
 
+    let source = listener.source();
+    let handover = match &args.handover_signal {
+        Some(signal) => Some((signal_number(signal)?, listener.handover(rt.handle())?)),
+        None => None,
+    };
     let server = Server::builder()
         .workers(args.workers)
         .health_path("/health")
         .pre_close_delay(Duration::from_millis(args.pre_close_delay))
         .close_window(Duration::from_millis(args.close_window))
-        .bind(args.addr.as_str())
-        .with_context(|| format!("binding {}", args.addr))?;
+        .listener(listener);
     say(&format!("listening {}", server.local_addr()));
+    say(&format!(
+        "listener {} pid={}",
+        match source {
+            ListenerSource::Systemd => "systemd",
+            ListenerSource::Handover => "handover",
+            _ => "bound",
+        },
+        std::process::id()
+    ));
+    if let Some((signal, handover)) = handover {
+        handover.on_signal(&mut rt, signal)?;
+    }
     server.start(&mut rt, move |req, token| route(req, token, &audit))?;
     say("ready");
 

@@ -232,7 +232,7 @@
 //!
 //! | feature | default | adds |
 //! | --- | --- | --- |
-//! | `http` | on | [`Server`], [`ServerBuilder`], [`Request`], [`Response`]: the blocking HTTP/1.1 server above (dependencies `httparse`, `socket2`) |
+//! | `http` | on | [`Server`], [`ServerBuilder`], [`Request`], [`Response`]: the blocking HTTP/1.1 server above (dependencies `httparse`, `socket2`); [`Listener`], `Handover`: socket activation and the handover to a new process (on Unix, `listenfd`, `rustix`) |
 //! | `systemd` | on | `sd_notify` when `NOTIFY_SOCKET` is set ([systemd](#systemd); no dependencies) |
 //! | `serde` | off | `Serialize` for [`Report`] and its parts ([serialization](Report#serialization); dependency `serde`) |
 //! | `tracing` | off | events for logs ([Events](#events); dependency `tracing`) |
@@ -291,7 +291,8 @@
     doc = "[`Server`]: https://docs.rs/winddown/0.1/winddown/struct.Server.html",
     doc = "[`ServerBuilder`]: https://docs.rs/winddown/0.1/winddown/struct.ServerBuilder.html",
     doc = "[`Request`]: https://docs.rs/winddown/0.1/winddown/struct.Request.html",
-    doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html"
+    doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html",
+    doc = "[`Listener`]: https://docs.rs/winddown/0.1/winddown/struct.Listener.html"
 )]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
@@ -336,9 +337,14 @@ pub use crate::report::{
     WorkerFailure, WorkerStage,
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
+#[cfg(all(feature = "http", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "http", unix))))]
+pub use crate::server::Handover;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use crate::server::{Request, Response, Server, ServerBuilder};
+pub use crate::server::{
+    Listener, ListenerSource, Request, Response, Server, ServerBuilder, HANDOVER_ENV,
+};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};

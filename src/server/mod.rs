@@ -3,7 +3,8 @@
 //!
 //! Files: `mod.rs` — the builder, the three kinds of thread and the report;
 //! `http.rs` — [`Request`], [`Response`], reading and writing HTTP;
-//! `conns.rs` — the registry of open connections and their accounting.
+//! `conns.rs` — the registry of open connections and their accounting;
+//! `listen.rs` — [`Listener`] (socket activation, handover) and [`Handover`].
 //!
 //! # Threads
 //!
@@ -60,6 +61,7 @@
 
 mod conns;
 mod http;
+mod listen;
 
 use std::fmt;
 use std::io::{self, Read};
@@ -74,6 +76,10 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use self::conns::{Begin, Conns, End};
 use self::http::{ReadError, Reader, Shape, WriteError};
 pub use self::http::{Request, Response};
+#[cfg(unix)]
+pub use self::listen::Handover;
+use self::listen::Link;
+pub use self::listen::{Listener, ListenerSource, HANDOVER_ENV};
 use crate::error::BuildError;
 use crate::join::{Hold, ThreadView};
 use crate::reason::StopReason;
@@ -274,6 +280,7 @@ impl ServerBuilder {
                         config: self,
                         socket,
                         local,
+                        link: Link::default(),
                     })
                 }
                 Err(e) => last = Some(e),
@@ -282,6 +289,20 @@ impl ServerBuilder {
         Err(last.unwrap_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
         }))
+    }
+
+    /// Makes the server on a listener that already exists: one passed in by
+    /// systemd, handed over by the process this one replaces, or bound
+    /// earlier (see [`Listener::from_env_or_bind`]). With a
+    /// [`Handover`] prepared on it, the handover closes the listener at
+    /// once, without the pre-close delay.
+    pub fn listener(self, listener: Listener) -> Server {
+        Server {
+            config: self,
+            socket: listener.socket,
+            local: listener.local,
+            link: listener.link,
+        }
     }
 }
 
@@ -364,6 +385,7 @@ pub struct Server {
     config: ServerBuilder,
     socket: Socket,
     local: SocketAddr,
+    link: Link,
 }
 
 impl Server {
@@ -396,6 +418,7 @@ impl Server {
             config,
             socket,
             local,
+            link: Link { close_now, closed },
         } = self;
         if config.workers == 0 {
             return Err(BuildError::ZeroWorkers { pool: config.name });
@@ -443,6 +466,7 @@ impl Server {
                 move |_token| {
                     accept_loop(&shared, &listener, &tx);
                     drop(listener); // the listener closes here (see "The stop")
+                    drop(closed); // a handover may send its copy on now
                     shared.conns.close_idle();
                     drop(tx); // handler threads exit once the queue is empty
                     drop(accepted_all);
@@ -460,7 +484,7 @@ impl Server {
                 format!("{name}-stop"),
                 Hold::Service,
                 move |_token| {
-                    stop_loop(&shared, &listener, &acceptor_done);
+                    stop_loop(&shared, &listener, &acceptor_done, close_now.as_ref());
                     Ok(())
                 },
             )
@@ -641,17 +665,35 @@ fn admit(shared: &Shared, socket: Socket, peer: &SockAddr, tx: &Sender<Conn>) {
 
 // ===== The stop thread =====
 
-fn stop_loop(shared: &Shared, listener: &Weak<Socket>, acceptor_done: &Receiver<()>) {
+fn stop_loop(
+    shared: &Shared,
+    listener: &Weak<Socket>,
+    acceptor_done: &Receiver<()>,
+    close_now: Option<&Token>,
+) {
     let token = &shared.token;
     token.wait();
-    if !shared.config.pre_close_delay.is_zero() {
-        token.wait_hard_timeout(shared.config.pre_close_delay);
+    let delay = shared.config.pre_close_delay;
+    match close_now {
+        // A handover: the socket stays open in the new process, so no delay.
+        Some(now) if !delay.is_zero() => select! {
+            recv(now.receiver()) -> _ => {}
+            recv(token.hard_receiver()) -> _ => {}
+            default(delay) => {}
+        },
+        _ if !delay.is_zero() => {
+            token.wait_hard_timeout(delay);
+        }
+        _ => {}
     }
     event!(info, addr = %shared.addr, "closing the listener");
     shared
         .closing
         .stop(StopReason::Requested("listener closing".into()));
-    if !shared.wake_acceptor() {
+    // Not in a handover: the socket is the new process's too, and shutting
+    // it down would close it there.
+    let handing_over = close_now.is_some_and(Token::is_stopping);
+    if !shared.wake_acceptor() && !handing_over {
         // Wakes `accept` with an error; connections in the backlog are reset.
         // (Gone already: the acceptor saw `closing` after another accept.)
         if let Some(listener) = listener.upgrade() {
