@@ -319,6 +319,7 @@ mod server;
 mod shared;
 mod signal;
 mod slot;
+mod stage;
 mod submit;
 mod systemd;
 mod thread;
@@ -331,14 +332,15 @@ pub use crate::pool::{DrainPolicy, Pool, PoolBuilder};
 pub use crate::reason::{Signal, StopReason};
 pub use crate::report::{
     ConnectionCounts, ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolId, PoolReport,
-    Report, ServerReport, StuckThread, TakeError, ThreadOutcome, ThreadReport, Timings,
-    WorkerFailure, WorkerStage,
+    Report, ServerReport, StageReport, StuckThread, TakeError, ThreadOutcome, ThreadReport,
+    Timings, WorkerFailure, WorkerStage,
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use crate::server::{Request, Response, Server, ServerBuilder};
 pub use crate::shared::Handle;
+pub use crate::stage::Stage;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
 

@@ -457,6 +457,68 @@ impl fmt::Display for ServerReport {
     }
 }
 
+/// One stage of the stop in [`Report::stages`]: when it began, how long it
+/// took to drain, and whether it needed the hard stop.
+///
+/// Serialized (feature `serde`) as `name`, `index`, `budget_ms` (or
+/// `null`), `began_ms`, `drain_latency_ms` (or `null`) and `hard_stop_ms`
+/// (or `null`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct StageReport {
+    /// The stage's name (`main` for [`Stage::FIRST`](crate::Stage::FIRST)).
+    pub name: String,
+    /// Its place in the order, as [`Stage::index`](crate::Stage::index).
+    pub index: usize,
+    /// Its budget, if it was given one
+    /// ([`Runtime::stage_budget`](crate::Runtime::stage_budget)).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "budget_ms", serialize_with = "ser::opt_ms")
+    )]
+    pub budget: Option<Duration>,
+    /// Trigger → the stage began (stopped accepting). Zero for the first
+    /// stage; for a later one, when the stages before it had drained.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "began_ms", serialize_with = "ser::ms")
+    )]
+    pub began: Duration,
+    /// The stage began → the last of its threads reported its exit: the
+    /// stage's *drain latency*, as seen by the runtime's thread. `None` if a
+    /// thread of the stage was still running when the stop moved on (its
+    /// kill grace was over).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "drain_latency_ms", serialize_with = "ser::opt_ms")
+    )]
+    pub drain_latency: Option<Duration>,
+    /// Trigger → the stage's hard token fired, if it did: at its budget, or
+    /// at the drain deadline.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "hard_stop_ms", serialize_with = "ser::opt_ms")
+    )]
+    pub hard_stop: Option<Duration>,
+}
+
+impl fmt::Display for StageReport {
+    /// `workers: began at 12.0 ms, drained in 3.1 ms`, with the hard stop if
+    /// it fired.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: began at {}, ", self.name, Human(self.began))?;
+        match self.drain_latency {
+            Some(d) => write!(f, "drained in {}", Human(d))?,
+            None => f.write_str("did not drain")?,
+        }
+        if let Some(d) = self.hard_stop {
+            write!(f, ", hard stop at {}", Human(d))?;
+        }
+        Ok(())
+    }
+}
+
 /// When each phase began and how long it took.
 ///
 /// Serialized (feature `serde`) as milliseconds (`f64`), since an
@@ -599,6 +661,10 @@ pub struct Report {
     /// One entry per HTTP server, in start order (empty without the
     /// `http` feature).
     pub servers: Vec<ServerReport>,
+    /// One entry per stage of the stop, in the order they drained: the
+    /// first stage (`main`), then those made with
+    /// [`Runtime::stage`](crate::Runtime::stage).
+    pub stages: Vec<StageReport>,
     /// The exit code the program should use (see the crate docs' table).
     pub exit_code: i32,
     /// The handed-back jobs, until taken.
@@ -650,6 +716,7 @@ impl Report {
             stuck: Vec::new(),
             hooks: Vec::new(),
             servers: Vec::new(),
+            stages: Vec::new(),
             exit_code: 0,
             jobs: HandedBackJobs::default(),
         }
@@ -670,10 +737,10 @@ impl Report {
     }
 
     /// Returns `true` if the drain needed the hard stop: a thread was still
-    /// running at the deadline, so the hard token fired (work that watches
-    /// it was cut).
+    /// running at the deadline, or a stage overran its budget, so a hard
+    /// token fired (work that watches it was cut).
     pub fn hard_stopped(&self) -> bool {
-        self.timings.hard_stop.is_some()
+        self.timings.hard_stop.is_some() || self.stages.iter().any(|s| s.hard_stop.is_some())
     }
 
     /// Returns `true` if anything went wrong: a job failed or panicked, a
@@ -899,6 +966,16 @@ impl Report {
         for s in &self.servers {
             write!(f, "; {s}")?;
         }
+        if self.stages.len() > 1 {
+            f.write_str("; stages")?;
+            for (i, s) in self.stages.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                match s.drain_latency {
+                    Some(d) => write!(f, "{sep}{} {}", s.name, Human(d))?,
+                    None => write!(f, "{sep}{} did not drain", s.name)?,
+                }
+            }
+        }
         let failed_threads = self.failed_threads();
         if failed_threads > 0 {
             write!(f, "; {} failed", count(failed_threads, "thread", "threads"))?;
@@ -945,6 +1022,11 @@ impl Report {
                 "  drain latency         none: {} still running",
                 count(self.stuck.len(), "thread", "threads")
             )?,
+        }
+        if self.stages.len() > 1 {
+            for s in &self.stages {
+                writeln!(f, "  stage {s}")?;
+            }
         }
         if hooks(HookKind::Release).is_some() {
             writeln!(f, "  release hooks         {}", Human(t.release))?;
@@ -1103,13 +1185,18 @@ mod ser {
     use serde::ser::{Serialize, SerializeStruct, Serializer};
 
     use super::{
-        HookOutcome, HookReport, PoolReport, Report, ServerReport, StuckThread, ThreadOutcome,
-        ThreadReport, Timings,
+        HookOutcome, HookReport, PoolReport, Report, ServerReport, StageReport, StuckThread,
+        ThreadOutcome, ThreadReport, Timings,
     };
     use crate::reason::{Signal, StopReason};
 
     fn as_ms(d: Duration) -> f64 {
         d.as_secs_f64() * 1e3
+    }
+
+    /// `serialize_with` for a `Duration`: milliseconds.
+    pub(super) fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        as_ms(*d).serialize(s)
     }
 
     /// `serialize_with` for an `Option<Duration>`: milliseconds or `null`.
@@ -1259,6 +1346,7 @@ mod ser {
         stuck: &'a [StuckThread],
         hooks: &'a [HookReport],
         servers: &'a [ServerReport],
+        stages: &'a [StageReport],
     }
 
     impl Serialize for Report {
@@ -1271,6 +1359,7 @@ mod ser {
                 stuck,
                 hooks,
                 servers,
+                stages,
                 exit_code,
                 jobs: _,
             } = self;
@@ -1301,6 +1390,7 @@ mod ser {
                 stuck,
                 hooks,
                 servers,
+                stages,
             }
             .serialize(s)
         }
