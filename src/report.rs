@@ -472,7 +472,8 @@ pub struct StageReport {
     /// Its place in the order, as [`Stage::index`](crate::Stage::index).
     pub index: usize,
     /// Its budget, if it was given one
-    /// ([`Runtime::stage_budget`](crate::Runtime::stage_budget)).
+    /// ([`Runtime::stage_with_budget`](crate::Runtime::stage_with_budget),
+    /// [`Runtime::first_stage_budget`](crate::Runtime::first_stage_budget)).
     #[cfg_attr(
         feature = "serde",
         serde(rename = "budget_ms", serialize_with = "ser::opt_ms")
