@@ -1445,6 +1445,45 @@ mod tests {
         report(reason, pool(failed, 0), vec![]).0.exit_code
     }
 
+    fn stage(name: &str, index: usize, latency: Option<u64>, hard: Option<u64>) -> StageReport {
+        StageReport {
+            name: name.into(),
+            index,
+            budget: hard.map(|_| Duration::from_millis(100)),
+            began: Duration::from_millis(2 * index as u64),
+            drain_latency: latency.map(Duration::from_millis),
+            hard_stop: hard.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn stages_show_in_both_displays_only_when_there_is_more_than_one() {
+        let (mut r, _) = report(StopReason::Signal(Signal::Terminate), pool(0, 0), vec![]);
+        r.stages = vec![stage("main", 0, Some(1), None)];
+        assert!(!r.to_string().contains("stages"), "{r}");
+        assert!(!format!("{r:#}").contains("stage main"), "{r:#}");
+        r.stages.push(stage("workers", 1, None, Some(100)));
+        r.exit_code = r.compute_exit_code(ExitCodes::default());
+        let line = r.to_string();
+        assert!(
+            line.contains("; stages main 1.0 ms, workers did not drain;"),
+            "{line}"
+        );
+        assert!(r.hard_stopped(), "a stage's hard stop counts");
+        assert_eq!(r.exit_code, 1);
+        let detailed = format!("{r:#}");
+        assert!(
+            detailed.contains("  stage main: began at 0.0 ms, drained in 1.0 ms\n"),
+            "{detailed}"
+        );
+        assert!(
+            detailed.contains(
+                "  stage workers: began at 2.0 ms, did not drain, hard stop at 100.0 ms\n"
+            ),
+            "{detailed}"
+        );
+    }
+
     #[test]
     fn exit_code_follows_the_table() {
         let sig = || StopReason::Signal(Signal::Interrupt);
@@ -1777,6 +1816,22 @@ mod tests {
         }
 
         #[test]
+        fn a_stage_serializes_with_its_documented_fields_in_milliseconds() {
+            let v = serde_json::to_value(stage("workers", 1, None, Some(100))).unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({
+                    "name": "workers",
+                    "index": 1,
+                    "budget_ms": 100.0,
+                    "began_ms": 2.0,
+                    "drain_latency_ms": null,
+                    "hard_stop_ms": 100.0,
+                })
+            );
+        }
+
+        #[test]
         fn a_report_serializes_with_the_documented_fields_and_milliseconds() {
             let v = serde_json::to_value(eventful()).expect("serializes");
             has_keys(
@@ -1796,6 +1851,7 @@ mod tests {
                     "release_ms",
                     "total_ms",
                     "pools",
+                    "stages",
                     "threads",
                     "stuck",
                     "hooks",
