@@ -553,7 +553,8 @@ pub struct Timings {
 /// # Display
 ///
 /// `{}` prints a one-line summary for a log line: the reason, the drain,
-/// each pool's counts, each server's, what failed, the exit code —
+/// each pool's counts, each server's, each stage's drain latency (when
+/// there are several stages), what failed, the exit code —
 ///
 /// ```text
 /// stopped (signal); drained in 3.2 ms; batch: 812 done, 0 failed, 0 panicked, 56 handed back, 0 abandoned; exit code 130
@@ -561,7 +562,8 @@ pub struct Timings {
 ///
 /// `{:#}` prints the same line, then the details: the timings in the order
 /// they happened (ran for, stop-accepting hooks, hard stop, drain latency,
-/// release hooks, joined, total), each pool's accounting and first errors,
+/// one line per stage when there are several, release hooks, joined,
+/// total), each pool's accounting and first errors,
 /// each server, the background threads grouped by unit (`http: 34 threads
 /// returned`, with only the odd ones named), the stuck threads and the
 /// hooks.
@@ -587,6 +589,7 @@ pub struct Timings {
 /// | `stuck` | [`StuckThread`]s: `{"thread", "pool", "job_key", "in_job_ms"}` |
 /// | `hooks` | [`HookReport`]s: `{"name", "kind", "outcome", "error", "elapsed_ms"}` |
 /// | `servers` | [`ServerReport`]s, field for field, `addr` as a string |
+/// | `stages` | [`StageReport`]s: `{"name", "index", "budget_ms", "began_ms", "drain_latency_ms", "hard_stop_ms"}` |
 ///
 /// The handed-back jobs themselves are not serialized (their keys are, in
 /// `pools[].handed_back_keys`).
