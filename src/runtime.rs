@@ -433,6 +433,8 @@ impl Runtime {
     /// one: past it, the first stage's hard token fires (that is the root
     /// token, which [`Handle::token`] hands out) and its threads get the
     /// kill grace; the later stages then drain within the drain deadline.
+    /// The first stage begins at the trigger, so its budget counts from
+    /// there.
     pub fn first_stage_budget(&mut self, budget: Duration) -> &mut Self {
         self.stages[0].budget = Some(budget);
         self
@@ -734,7 +736,8 @@ impl Runtime {
             .collect();
         let mut hard_stop = None;
         for i in 0..ids.len() {
-            let began = Instant::now();
+            // The first stage began at the trigger; a later one now.
+            let began = if i == 0 { triggered } else { Instant::now() };
             if i > 0 {
                 self.begin_stage(i, reason);
                 reports[i].began = began.saturating_duration_since(triggered);

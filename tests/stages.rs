@@ -247,6 +247,58 @@ fn a_stage_that_overruns_its_budget_hard_stops_only_itself() {
 }
 
 #[test]
+fn a_first_stage_past_its_budget_is_hard_stopped_and_the_later_stage_is_not() {
+    let mut rt = runtime();
+    const BUDGET: Duration = Duration::from_millis(100);
+    rt.first_stage_budget(BUDGET);
+    let later = rt.stage("later").unwrap();
+    let jobs = rt
+        .pool::<Sender<Seen>>("jobs")
+        .stage(later)
+        .workers(1)
+        .start(|reply, token| {
+            let _ = reply.send(Seen {
+                stopping: token.is_stopping(),
+                hard: token.is_hard_stopping(),
+                root_hard: false,
+            });
+            Ok(())
+        })
+        .unwrap();
+    let (seen_tx, seen_rx) = unbounded();
+    // Overruns the first stage's budget; then queues a job in the later one.
+    rt.spawn_service("slow", move |token| {
+        token.wait_hard();
+        let (tx, rx) = bounded(1);
+        jobs.submit(tx).map_err(|_| anyhow::anyhow!("refused"))?;
+        seen_tx.send(rx.recv()?)?;
+        Ok(())
+    })
+    .unwrap();
+    let triggered = Instant::now();
+    rt.handle().request("deploy");
+    let report = rt.run();
+    assert!(triggered.elapsed() < Duration::from_secs(10), "{report:#}");
+    let seen: Vec<Seen> = seen_rx.try_iter().collect();
+    assert_eq!(
+        seen,
+        [Seen {
+            stopping: false,
+            hard: false,
+            root_hard: false
+        }],
+        "{report:#}"
+    );
+    let cut = report.stages[0].hard_stop.expect("the first stage was cut");
+    assert!(cut >= BUDGET, "{cut:?}");
+    assert_eq!(report.stages[0].budget, Some(BUDGET));
+    assert_eq!(report.stages[1].hard_stop, None);
+    assert_eq!(report.timings.hard_stop, None);
+    assert_eq!(report.pool("jobs").unwrap().succeeded, 1);
+    assert_eq!(report.exit_code, 1);
+}
+
+#[test]
 fn the_drain_deadline_hard_stops_every_stage_and_begins_the_ones_not_yet_begun() {
     let mut rt = Runtime::builder()
         .signals(false)
