@@ -15,14 +15,22 @@
 //!   MS ms; `chunks=0` streams until the drain deadline cuts it;
 //! * `GET /health` answers 200, then 503 once the stop has begun;
 //! * `POST /echo` answers the request body, and counts its bytes in the
-//!   `audit` pool, whose total the `audit-log` release hook prints.
+//!   `audit` pool, whose total the `audit-log` release hook prints;
+//! * `GET /enqueue?ms=N&job_ms=M` waits N ms like `/sleep`, then queues a
+//!   job of M ms in the `jobs` pool and answers `queued` (503 `refused` if
+//!   the pool refused it); the job prints `job done ms=M` when it ends.
+//!
+//! The pools are in the stage `workers`, which drains after the server's:
+//! a request still in flight at SIGTERM can queue a job, and the job runs
+//! before the pools stop.
 //!
 //! Stdout (for tests and scripts): `listening <addr>`, `listener <source>
 //! pid=<pid>` (`bound`, `systemd` or `handover`: where the socket came
 //! from), `ready`, one
-//! `inflight N` line when a `/sleep` request starts (N requests now
-//! sleeping), `stopping inflight=N` when the stop begins, and
-//! `audit bytes=N` from the release hook. The report goes to stderr, and as
+//! `inflight N` line when a `/sleep` or `/enqueue` request starts (N
+//! requests now sleeping), `stopping inflight=N` when the stop begins,
+//! `job done ms=M` when a queued job ends, and `audit bytes=N` from the
+//! release hook. The report goes to stderr, and as
 //! JSON to `--report PATH` if asked (written to `PATH.json.tmp`, then
 //! renamed): `reason`, `exit_code`, `drain_latency_ms` (null if the drain
 //! timed out), `hard_stop_ms`, `total_ms`, `connections` {`accepted`,
@@ -30,8 +38,9 @@
 //! `pools`, `stuck` and `hooks` [{`name`, `outcome`: `ok` | `failed` |
 //! `panicked` | `timed_out`, `error`}], `signal` (`"SIGTERM"`, … or null),
 //! `hard_stopped` (the deadline fired the hard token),
-//! `forced_connections`, and `report`: the whole report as the library
-//! serializes it (see `winddown::Report`).
+//! `forced_connections`, `stages` [{`name`, `index`, `budget_ms`,
+//! `began_ms`, `drain_latency_ms`, `hard_stop_ms`}], and `report`: the
+//! whole report as the library serializes it (see `winddown::Report`).
 //!
 //! The listening socket comes from a handover, else from systemd socket
 //! activation, else `--addr` is bound (`winddown::Listener::from_env_or_bind`).
@@ -140,13 +149,33 @@ fn main() -> anyhow::Result<ExitCode> {
         })
         .build()?;
 
-    // The background pool: an audit log of echoed bytes.
+    // The background pools drain after the server: the stage `workers`
+    // takes work from request handlers until every one of them is done.
+    let workers = rt.stage("workers")?;
+    // An audit log of echoed bytes.
     let audited = Arc::new(AtomicU64::new(0));
     let total = audited.clone();
-    let audit = rt.pool::<u64>("audit").workers(1).start(move |bytes, _| {
-        total.fetch_add(bytes, Ordering::Relaxed);
-        Ok(())
-    })?;
+    let audit = rt
+        .pool::<u64>("audit")
+        .stage(workers)
+        .workers(1)
+        .start(move |bytes, _| {
+            total.fetch_add(bytes, Ordering::Relaxed);
+            Ok(())
+        })?;
+    // Jobs queued by `/enqueue`: each waits its ms (cut only by the hard
+    // stop of its stage).
+    let jobs = rt
+        .pool::<u64>("jobs")
+        .stage(workers)
+        .workers(2)
+        .capacity(64)
+        .start(|ms, token| {
+            let cut = token.wait_hard_timeout(Duration::from_millis(ms));
+            anyhow::ensure!(!cut, "job cut at the deadline");
+            say(&format!("job done ms={ms}"));
+            Ok(())
+        })?;
     rt.on_release("audit-log", Duration::from_secs(1), move || {
         say(&format!("audit bytes={}", audited.load(Ordering::Relaxed)));
         Ok(())
@@ -176,7 +205,7 @@ fn main() -> anyhow::Result<ExitCode> {
     if let Some((signal, handover)) = handover {
         handover.on_signal(&mut rt, signal)?;
     }
-    server.start(&mut rt, move |req, token| route(req, token, &audit))?;
+    server.start(&mut rt, move |req, token| route(req, token, &audit, &jobs))?;
     say("ready");
 
     let report = rt.run();
@@ -187,7 +216,12 @@ fn main() -> anyhow::Result<ExitCode> {
     Ok(report.process_exit_code())
 }
 
-fn route(req: &Request, token: &Token, audit: &Submitter<u64>) -> anyhow::Result<Response> {
+fn route(
+    req: &Request,
+    token: &Token,
+    audit: &Submitter<u64>,
+    jobs: &Submitter<u64>,
+) -> anyhow::Result<Response> {
     let param = |name: &str| -> Option<u64> {
         req.query()?
             .split('&')
@@ -227,8 +261,23 @@ fn route(req: &Request, token: &Token, audit: &Submitter<u64>) -> anyhow::Result
             )
             .header("Content-Type", "text/plain; charset=utf-8")
         }
+        ("GET", "/enqueue") => {
+            let (ms, job_ms) = (param("ms").unwrap_or(0), param("job_ms").unwrap_or(0));
+            let n = SLEEPING.fetch_add(1, Ordering::SeqCst) + 1;
+            say(&format!("inflight {n}"));
+            let cut = token.wait_hard_timeout(Duration::from_millis(ms));
+            SLEEPING.fetch_sub(1, Ordering::SeqCst);
+            anyhow::ensure!(!cut, "enqueue cut at the drain deadline");
+            // The `workers` stage accepts until every handler is done, so
+            // this succeeds also during the drain.
+            match jobs.submit(job_ms) {
+                Ok(()) => Response::text(200, "queued"),
+                Err(_) => Response::text(503, "refused"),
+            }
+        }
         ("POST", "/echo") => {
-            // The pool refuses once the stop began; the echo still answers.
+            // The audit pool is in the later stage: it still takes the
+            // count while the server drains. (A full queue drops it.)
             let _ = audit.try_submit(req.body().len() as u64);
             let kind = req
                 .header("Content-Type")
@@ -237,7 +286,9 @@ fn route(req: &Request, token: &Token, audit: &Submitter<u64>) -> anyhow::Result
                 .header("Content-Type", kind)
                 .body(req.body())
         }
-        (_, "/sleep" | "/stream" | "/echo") => Response::text(405, "method not allowed\n"),
+        (_, "/sleep" | "/stream" | "/echo" | "/enqueue") => {
+            Response::text(405, "method not allowed\n")
+        }
         _ => Response::text(404, "not found\n"),
     })
 }
@@ -274,6 +325,7 @@ fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
         "servers",
         "pools",
         "hooks",
+        "stages",
     ] {
         out.insert(key.into(), full[key].clone());
     }

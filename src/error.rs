@@ -23,6 +23,11 @@ pub enum BuildError {
     Spawn(io::Error),
     /// Signal handling could not be installed (the cause is in `source()`).
     Signals(InstallError),
+    /// A unit was given a [`Stage`](crate::Stage) made by another runtime.
+    UnknownStage {
+        /// The unit's name.
+        unit: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -35,6 +40,9 @@ impl fmt::Display for BuildError {
             BuildError::DuplicateName(name) => write!(f, "name {name:?} is already in use"),
             BuildError::Spawn(_) => f.write_str("failed to spawn a thread"),
             BuildError::Signals(_) => f.write_str("failed to install signal handling"),
+            BuildError::UnknownStage { unit } => {
+                write!(f, "{unit:?} was given a stage of another runtime")
+            }
         }
     }
 }

@@ -299,6 +299,33 @@ impl Joiner {
         }
     }
 
+    /// How many of the threads `ids` have not reported their exit.
+    pub(crate) fn alive_among(&self, ids: &[usize]) -> usize {
+        ids.iter().filter(|&&id| self.is_alive(id)).count()
+    }
+
+    /// Collects exits (of any thread) until every thread of `ids` has
+    /// exited or `deadline` passes (`None`: no deadline): the wait of one
+    /// stage of the stop.
+    pub(crate) fn wait_for(&mut self, ids: &[usize], deadline: Option<Instant>) {
+        while self.alive_among(ids) > 0 {
+            let msg = match deadline {
+                Some(d) => self.done.recv_deadline(d),
+                None => self.done.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(id) => self.exited(id),
+                Err(RecvTimeoutError::Disconnected) => self.all_exited(),
+                Err(RecvTimeoutError::Timeout) => return,
+            }
+        }
+    }
+
+    /// How many threads the registry holds (ids are `0..len`).
+    pub(crate) fn thread_count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Joins every exited thread and detaches the rest (they are named by
     /// their units' reports).
     pub(crate) fn join_and_detach(&mut self) {

@@ -43,24 +43,76 @@
 //!
 //! ```text
 //! Running ─trigger─► StopAccepting ─► Draining ─(all joined)──────────► Releasing ─► Done
-//!                                        └─(deadline)─► HardStop ─(kill grace)─┘
+//!                                     stage 0,  └─(deadline)─► HardStop ─(kill grace)─┘
+//!                                     stage 1, …
 //! ```
+//!
+//! | phase | entered when | what holds in it |
+//! | --- | --- | --- |
+//! | `Running` | the runtime is built | every stage accepts work |
+//! | `StopAccepting` | the first trigger | the first stage's tokens report stopping, its queues close, blocked `submit`s return their jobs; the stop-accepting hooks run; later stages still accept |
+//! | `Draining` | the hooks returned | the stages drain in order: each waits for its threads, then the next one stops accepting and drains |
+//! | `HardStop` | `trigger + grace` with a thread still running | every stage's hard token fires, the stages not yet begun begin; at `trigger + grace + kill grace` the threads still running are named and detached |
+//! | `Releasing` | every stage drained or was given up on | the release hooks run, last registered first |
+//! | `Done` | the hooks returned | the [`Report`] is made |
 //!
 //! * **Trigger.** A signal (see [Signals](#signals)), [`Handle::request`],
 //!   a failed job in a [fail-fast](PoolBuilder::fail_fast) pool, dropping
 //!   the runtime, or completion (below). The first trigger's [`StopReason`]
 //!   wins.
-//! * **StopAccepting.** Every [`Token`] reports stopping, every queue
-//!   closes, blocked `submit`s return their jobs, stop-accepting hooks run.
+//! * **StopAccepting.** Every [`Token`] of the first stage (every token but
+//!   those of [later stages](#stages)) reports stopping, every queue of the
+//!   first stage closes, blocked `submit`s return their jobs, stop-accepting
+//!   hooks run.
 //! * **Draining.** Workers finish what they hold — and, under
 //!   [`DrainPolicy::Finish`], what is queued — and exit between jobs. The
-//!   runtime joins them on a channel with a deadline (`grace`).
+//!   runtime joins them on a channel with a deadline (`grace`), one stage
+//!   after another.
 //! * **HardStop.** At the deadline the hard token fires; at `grace + kill
 //!   grace` from the trigger the threads still running are named in the
 //!   report and detached.
 //! * **Releasing.** Release hooks run, last registered first, each bounded by
 //!   its budget, each exactly once.
 //! * **Done.** [`Runtime::run`] returns the [`Report`].
+//!
+//! # Stages
+//!
+//! The full pattern is ordered: the server stops accepting and finishes its
+//! requests, *then* the background workers drain, *then* resources are
+//! released. [`Runtime::stage`] makes a later stage; a pool put in it with
+//! [`PoolBuilder::stage`] goes on accepting and running jobs after the
+//! trigger — a request handler still in flight can queue work — until every
+//! thread of the earlier stages has exited. Then its tokens stop, its queue
+//! closes, and it drains under its policy. Everything not given a stage
+//! (servers, background threads, pools) is in [`Stage::FIRST`].
+//!
+//! One deadline bounds the whole stop: every stage shares `trigger +
+//! grace`. [`Runtime::stage_with_budget`] (and
+//! [`Runtime::first_stage_budget`]) give a stage a bound of its own, from
+//! when it began: past it only that stage's hard token fires, its threads
+//! get the kill grace, and the next stage begins. So the stop still ends
+//! within `grace + kill grace` + the hook budgets from the trigger. The
+//! report lists each stage with when it began and its drain latency
+//! ([`Report::stages`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use winddown::Runtime;
+//!
+//! let mut rt = Runtime::builder().signals(false).build()?;
+//! let workers = rt.stage_with_budget("workers", Duration::from_secs(5))?;
+//! let mail = rt.pool::<String>("mail").stage(workers).workers(1).start(|_to, _| Ok(()))?;
+//! rt.spawn_service("acceptor", move |token| {
+//!     token.wait(); // the stop: a request still in flight...
+//!     mail.submit("ops@example.com".into()).expect("...queues its mail");
+//!     Ok(())
+//! })?;
+//! rt.handle().request("deploy");
+//! let report = rt.run();
+//! assert_eq!(report.pool("mail").unwrap().succeeded, 1);
+//! assert_eq!(report.stages[1].name, "workers");
+//! # Ok::<(), winddown::BuildError>(())
+//! ```
 //!
 //! **Completion.** The run ends by itself ([`StopReason::Completed`]) when
 //! every thread that holds it open has exited: a pool's workers hold it (a
@@ -264,7 +316,7 @@
 //! ```text
 //! server → runtime → pool → registry → shared → unit, join, submit
 //!                 (signal, hooks and systemd beside registry)
-//!        → slot, token, phase, report, reason, error, thread, event
+//!        → slot, token, phase, report, reason, error, thread, event, stage
 //! ```
 //!
 //! # Foreign types in the API
@@ -321,6 +373,7 @@ mod server;
 mod shared;
 mod signal;
 mod slot;
+mod stage;
 mod submit;
 mod systemd;
 mod thread;
@@ -333,8 +386,8 @@ pub use crate::pool::{DrainPolicy, Pool, PoolBuilder};
 pub use crate::reason::{Signal, StopReason};
 pub use crate::report::{
     ConnectionCounts, ExitCodes, HookKind, HookOutcome, HookReport, JobError, PoolId, PoolReport,
-    Report, ServerReport, StuckThread, TakeError, ThreadOutcome, ThreadReport, Timings,
-    WorkerFailure, WorkerStage,
+    Report, ServerReport, StageReport, StuckThread, TakeError, ThreadOutcome, ThreadReport,
+    Timings, WorkerFailure, WorkerStage,
 };
 pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 #[cfg(all(feature = "http", unix))]
@@ -346,6 +399,7 @@ pub use crate::server::{
     Listener, ListenerSource, Request, Response, Server, ServerBuilder, HANDOVER_ENV,
 };
 pub use crate::shared::Handle;
+pub use crate::stage::Stage;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
 pub use crate::token::{StopSource, Token};
 

@@ -9,6 +9,11 @@
 //! | 4     | `Releasing`     | the joiner, after the join          | refused | release hooks (LIFO)  |
 //! | 5     | `Done`          | the joiner, after the last hook     | refused | none                  |
 //!
+//! "refused" is for the first stage. A later stage (`stage.rs`) still
+//! accepts in `StopAccepting` and `Draining` until every stage before it
+//! has drained; then it refuses too. All stages drain inside `Draining`
+//! (and `HardStop`), one after another.
+//!
 //! Invariant: each transition happens once, forward only. `advance` is the
 //! only writer and uses a compare-and-swap, so two threads racing to leave the
 //! same phase cannot both succeed.
@@ -34,7 +39,8 @@ pub enum Phase {
     /// back, stop-accepting hooks run.
     StopAccepting,
     /// Threads finish what they hold; the runtime joins them against the
-    /// deadline.
+    /// deadline, one stage after another (see
+    /// [`Runtime::stage`](crate::Runtime::stage)).
     Draining,
     /// The deadline passed: the hard token fired and the kill grace runs.
     HardStop,

@@ -56,6 +56,7 @@ use crate::report::{
 };
 use crate::shared::Shared;
 use crate::slot::{Counter, Sealed, Tally, WorkerTally};
+use crate::stage::Stage;
 use crate::submit::{Queue, Sequenced, Submitter};
 use crate::thread::catch;
 use crate::token::Token;
@@ -122,6 +123,7 @@ pub struct PoolBuilder<'rt, T> {
     fail_fast: bool,
     key: Option<Arc<KeyFn<T>>>,
     stack_size: Option<usize>,
+    stage: Stage,
 }
 
 impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
@@ -135,7 +137,39 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
             fail_fast: false,
             key: None,
             stack_size: None,
+            stage: Stage::FIRST,
         }
+    }
+
+    /// Puts the pool in `stage` (made by
+    /// [`Runtime::stage`](crate::Runtime::stage)). Default:
+    /// [`Stage::FIRST`], stopped at the trigger.
+    ///
+    /// A pool of a later stage goes on accepting and running jobs after the
+    /// trigger, until every thread of the earlier stages has exited — so a
+    /// request handler still in flight can hand it work. Then it stops
+    /// accepting and drains under its [`DrainPolicy`]; its workers' tokens
+    /// stop at that moment, not at the trigger, and go hard at the stage's
+    /// budget or the drain deadline, whichever comes first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let later = rt.stage("workers")?;
+    /// let jobs = rt.pool::<u32>("jobs").stage(later).workers(1).start(|_, _| Ok(()))?;
+    /// let handle = rt.handle();
+    /// handle.request("deploy"); // the first stage stops...
+    /// jobs.submit(1).expect("...the later one still accepts");
+    /// let report = rt.run();
+    /// assert_eq!(report.pool("jobs").unwrap().succeeded, 1);
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn stage(mut self, stage: Stage) -> Self {
+        self.stage = stage;
+        self
     }
 
     /// Sets the number of worker threads. Default: the machine's available
@@ -307,17 +341,21 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
             fail_fast,
             key,
             stack_size,
+            stage,
         } = self;
         let workers = workers.unwrap_or_else(default_workers);
         if workers == 0 {
             return Err(BuildError::ZeroWorkers { pool: name });
         }
+        // The stage's source: the root for the first stage, else the
+        // stage's own, which the trigger does not stop.
+        let source = reg.stage_source(stage, &name)?;
         let mut names = vec![name.clone()];
         names.extend((0..workers).map(|i| format!("{name}-{i}")));
         reg.reserve(&names)?;
         let capacity = capacity.unwrap_or(workers.saturating_mul(2));
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let token = reg.token();
+        let token = source.token();
         let name: Arc<str> = name.into();
         let id = PoolId::fresh();
         let tally = Arc::new(Tally::new(workers, Instant::now()));
@@ -367,7 +405,7 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
             .collect();
         let ids = reg.start_threads(&names, specs)?;
         debug_assert_eq!(ids, (first..first + workers).collect::<Vec<_>>());
-        reg.add_unit(core);
+        reg.add_unit_in(stage.index(), ids, core);
         Ok(Pool { submitter, id })
     }
 }
@@ -382,6 +420,7 @@ impl<T> fmt::Debug for PoolBuilder<'_, T> {
             .field("fail_fast", &self.fail_fast)
             .field("key", &self.key.as_ref().map(|_| "<closure>"))
             .field("stack_size", &self.stack_size)
+            .field("stage", &self.stage)
             .finish_non_exhaustive()
     }
 }

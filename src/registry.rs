@@ -15,8 +15,9 @@ use crate::error::BuildError;
 use crate::join::{Hold, OutcomeSlot, Spec, ThreadView, Threads};
 use crate::report::{Report, StuckThread, ThreadOutcome, ThreadReport};
 use crate::shared::Shared;
+use crate::stage::Stage;
 use crate::thread::catch;
-use crate::token::Token;
+use crate::token::{StopSource, Token};
 use crate::unit::Unit;
 
 /// The building side of a runtime.
@@ -86,9 +87,32 @@ impl Registry {
         })
     }
 
-    /// Adds a unit whose threads have started (see `Shared::add_unit`).
+    /// Adds a unit of the first stage whose threads have started (see
+    /// `Shared::add_unit`).
     pub(crate) fn add_unit(&mut self, unit: Arc<dyn Unit>) {
-        self.shared.add_unit(unit);
+        self.shared.add_unit(0, Vec::new(), unit);
+    }
+
+    /// Adds a unit of stage `stage` whose threads (ids `threads`) have
+    /// started.
+    pub(crate) fn add_unit_in(&mut self, stage: usize, threads: Vec<usize>, unit: Arc<dyn Unit>) {
+        self.shared.add_unit(stage, threads, unit);
+    }
+
+    /// Checks that `stage` is one of this runtime's stages and returns its
+    /// stop source, whose tokens the stage's units watch.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::UnknownStage`] for another runtime's stage.
+    pub(crate) fn stage_source(&self, stage: Stage, unit: &str) -> Result<StopSource, BuildError> {
+        stage
+            .belongs_to(self.shared.id)
+            .then(|| self.shared.stage_source(stage.index()))
+            .flatten()
+            .ok_or_else(|| BuildError::UnknownStage {
+                unit: unit.to_owned(),
+            })
     }
 
     /// Starts one background thread running `f(token)` as a unit of its own,

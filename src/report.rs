@@ -458,6 +458,69 @@ impl fmt::Display for ServerReport {
     }
 }
 
+/// One stage of the stop in [`Report::stages`]: when it began, how long it
+/// took to drain, and whether it needed the hard stop.
+///
+/// Serialized (feature `serde`) as `name`, `index`, `budget_ms` (or
+/// `null`), `began_ms`, `drain_latency_ms` (or `null`) and `hard_stop_ms`
+/// (or `null`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct StageReport {
+    /// The stage's name (`main` for [`Stage::FIRST`](crate::Stage::FIRST)).
+    pub name: String,
+    /// Its place in the order, as [`Stage::index`](crate::Stage::index).
+    pub index: usize,
+    /// Its budget, if it was given one
+    /// ([`Runtime::stage_with_budget`](crate::Runtime::stage_with_budget),
+    /// [`Runtime::first_stage_budget`](crate::Runtime::first_stage_budget)).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "budget_ms", serialize_with = "ser::opt_ms")
+    )]
+    pub budget: Option<Duration>,
+    /// Trigger → the stage began (stopped accepting). Zero for the first
+    /// stage; for a later one, when the stages before it had drained.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "began_ms", serialize_with = "ser::ms")
+    )]
+    pub began: Duration,
+    /// The stage began → the last of its threads reported its exit: the
+    /// stage's *drain latency*, as seen by the runtime's thread. `None` if a
+    /// thread of the stage was still running when the stop moved on (its
+    /// kill grace was over).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "drain_latency_ms", serialize_with = "ser::opt_ms")
+    )]
+    pub drain_latency: Option<Duration>,
+    /// Trigger → the stage's hard token fired, if it did: at its budget, or
+    /// at the drain deadline.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "hard_stop_ms", serialize_with = "ser::opt_ms")
+    )]
+    pub hard_stop: Option<Duration>,
+}
+
+impl fmt::Display for StageReport {
+    /// `workers: began at 12.0 ms, drained in 3.1 ms`, with the hard stop if
+    /// it fired.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: began at {}, ", self.name, Human(self.began))?;
+        match self.drain_latency {
+            Some(d) => write!(f, "drained in {}", Human(d))?,
+            None => f.write_str("did not drain")?,
+        }
+        if let Some(d) = self.hard_stop {
+            write!(f, ", hard stop at {}", Human(d))?;
+        }
+        Ok(())
+    }
+}
+
 /// When each phase began and how long it took.
 ///
 /// Serialized (feature `serde`) as milliseconds (`f64`), since an
@@ -491,7 +554,8 @@ pub struct Timings {
 /// # Display
 ///
 /// `{}` prints a one-line summary for a log line: the reason, the drain,
-/// each pool's counts, each server's, what failed, the exit code —
+/// each pool's counts, each server's, each stage's drain latency (when
+/// there are several stages), what failed, the exit code —
 ///
 /// ```text
 /// stopped (signal); drained in 3.2 ms; batch: 812 done, 0 failed, 0 panicked, 56 handed back, 0 abandoned; exit code 130
@@ -499,7 +563,8 @@ pub struct Timings {
 ///
 /// `{:#}` prints the same line, then the details: the timings in the order
 /// they happened (ran for, stop-accepting hooks, hard stop, drain latency,
-/// release hooks, joined, total), each pool's accounting and first errors,
+/// one line per stage when there are several, release hooks, joined,
+/// total), each pool's accounting and first errors,
 /// each server, the background threads grouped by unit (`http: 34 threads
 /// returned`, with only the odd ones named), the stuck threads and the
 /// hooks.
@@ -525,6 +590,7 @@ pub struct Timings {
 /// | `stuck` | [`StuckThread`]s: `{"thread", "pool", "job_key", "in_job_ms"}` |
 /// | `hooks` | [`HookReport`]s: `{"name", "kind", "outcome", "error", "elapsed_ms"}` |
 /// | `servers` | [`ServerReport`]s, field for field, `addr` as a string |
+/// | `stages` | [`StageReport`]s: `{"name", "index", "budget_ms", "began_ms", "drain_latency_ms", "hard_stop_ms"}` |
 ///
 /// The handed-back jobs themselves are not serialized (their keys are, in
 /// `pools[].handed_back_keys`).
@@ -600,6 +666,10 @@ pub struct Report {
     /// One entry per HTTP server, in start order (empty without the
     /// `http` feature).
     pub servers: Vec<ServerReport>,
+    /// One entry per stage of the stop, in the order they drained: the
+    /// first stage (`main`), then those made with
+    /// [`Runtime::stage`](crate::Runtime::stage).
+    pub stages: Vec<StageReport>,
     /// The exit code the program should use (see the crate docs' table).
     pub exit_code: i32,
     /// The handed-back jobs, until taken.
@@ -651,6 +721,7 @@ impl Report {
             stuck: Vec::new(),
             hooks: Vec::new(),
             servers: Vec::new(),
+            stages: Vec::new(),
             exit_code: 0,
             jobs: HandedBackJobs::default(),
         }
@@ -671,10 +742,10 @@ impl Report {
     }
 
     /// Returns `true` if the drain needed the hard stop: a thread was still
-    /// running at the deadline, so the hard token fired (work that watches
-    /// it was cut).
+    /// running at the deadline, or a stage overran its budget, so a hard
+    /// token fired (work that watches it was cut).
     pub fn hard_stopped(&self) -> bool {
-        self.timings.hard_stop.is_some()
+        self.timings.hard_stop.is_some() || self.stages.iter().any(|s| s.hard_stop.is_some())
     }
 
     /// Returns `true` if anything went wrong: a job failed or panicked, a
@@ -900,6 +971,16 @@ impl Report {
         for s in &self.servers {
             write!(f, "; {s}")?;
         }
+        if self.stages.len() > 1 {
+            f.write_str("; stages")?;
+            for (i, s) in self.stages.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                match s.drain_latency {
+                    Some(d) => write!(f, "{sep}{} {}", s.name, Human(d))?,
+                    None => write!(f, "{sep}{} did not drain", s.name)?,
+                }
+            }
+        }
         let failed_threads = self.failed_threads();
         if failed_threads > 0 {
             write!(f, "; {} failed", count(failed_threads, "thread", "threads"))?;
@@ -946,6 +1027,11 @@ impl Report {
                 "  drain latency         none: {} still running",
                 count(self.stuck.len(), "thread", "threads")
             )?,
+        }
+        if self.stages.len() > 1 {
+            for s in &self.stages {
+                writeln!(f, "  stage {s}")?;
+            }
         }
         if hooks(HookKind::Release).is_some() {
             writeln!(f, "  release hooks         {}", Human(t.release))?;
@@ -1104,13 +1190,18 @@ mod ser {
     use serde::ser::{Serialize, SerializeStruct, Serializer};
 
     use super::{
-        HookOutcome, HookReport, PoolReport, Report, ServerReport, StuckThread, ThreadOutcome,
-        ThreadReport, Timings,
+        HookOutcome, HookReport, PoolReport, Report, ServerReport, StageReport, StuckThread,
+        ThreadOutcome, ThreadReport, Timings,
     };
     use crate::reason::{Signal, StopReason};
 
     fn as_ms(d: Duration) -> f64 {
         d.as_secs_f64() * 1e3
+    }
+
+    /// `serialize_with` for a `Duration`: milliseconds.
+    pub(super) fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        as_ms(*d).serialize(s)
     }
 
     /// `serialize_with` for an `Option<Duration>`: milliseconds or `null`.
@@ -1260,6 +1351,7 @@ mod ser {
         stuck: &'a [StuckThread],
         hooks: &'a [HookReport],
         servers: &'a [ServerReport],
+        stages: &'a [StageReport],
     }
 
     impl Serialize for Report {
@@ -1272,6 +1364,7 @@ mod ser {
                 stuck,
                 hooks,
                 servers,
+                stages,
                 exit_code,
                 jobs: _,
             } = self;
@@ -1302,6 +1395,7 @@ mod ser {
                 stuck,
                 hooks,
                 servers,
+                stages,
             }
             .serialize(s)
         }
@@ -1353,6 +1447,45 @@ mod tests {
 
     fn code(reason: StopReason, failed: u64) -> i32 {
         report(reason, pool(failed, 0), vec![]).0.exit_code
+    }
+
+    fn stage(name: &str, index: usize, latency: Option<u64>, hard: Option<u64>) -> StageReport {
+        StageReport {
+            name: name.into(),
+            index,
+            budget: hard.map(|_| Duration::from_millis(100)),
+            began: Duration::from_millis(2 * index as u64),
+            drain_latency: latency.map(Duration::from_millis),
+            hard_stop: hard.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn stages_show_in_both_displays_only_when_there_is_more_than_one() {
+        let (mut r, _) = report(StopReason::Signal(Signal::Terminate), pool(0, 0), vec![]);
+        r.stages = vec![stage("main", 0, Some(1), None)];
+        assert!(!r.to_string().contains("stages"), "{r}");
+        assert!(!format!("{r:#}").contains("stage main"), "{r:#}");
+        r.stages.push(stage("workers", 1, None, Some(100)));
+        r.exit_code = r.compute_exit_code(ExitCodes::default());
+        let line = r.to_string();
+        assert!(
+            line.contains("; stages main 1.0 ms, workers did not drain;"),
+            "{line}"
+        );
+        assert!(r.hard_stopped(), "a stage's hard stop counts");
+        assert_eq!(r.exit_code, 1);
+        let detailed = format!("{r:#}");
+        assert!(
+            detailed.contains("  stage main: began at 0.0 ms, drained in 1.0 ms\n"),
+            "{detailed}"
+        );
+        assert!(
+            detailed.contains(
+                "  stage workers: began at 2.0 ms, did not drain, hard stop at 100.0 ms\n"
+            ),
+            "{detailed}"
+        );
     }
 
     #[test]
@@ -1687,6 +1820,22 @@ mod tests {
         }
 
         #[test]
+        fn a_stage_serializes_with_its_documented_fields_in_milliseconds() {
+            let v = serde_json::to_value(stage("workers", 1, None, Some(100))).unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({
+                    "name": "workers",
+                    "index": 1,
+                    "budget_ms": 100.0,
+                    "began_ms": 2.0,
+                    "drain_latency_ms": null,
+                    "hard_stop_ms": 100.0,
+                })
+            );
+        }
+
+        #[test]
         fn a_report_serializes_with_the_documented_fields_and_milliseconds() {
             let v = serde_json::to_value(eventful()).expect("serializes");
             has_keys(
@@ -1706,6 +1855,7 @@ mod tests {
                     "release_ms",
                     "total_ms",
                     "pools",
+                    "stages",
                     "threads",
                     "stuck",
                     "hooks",

@@ -19,9 +19,10 @@ use crate::phase::Phase;
 use crate::pool::PoolBuilder;
 use crate::reason::{Signal, StopReason};
 use crate::registry::Registry;
-use crate::report::{ExitCodes, HookKind, HookReport, Report, Timings};
+use crate::report::{ExitCodes, HookKind, HookReport, Report, StageReport, Timings};
 use crate::shared::{Handle, Shared};
 use crate::signal::{self, Registration, SignalConfig, SignalTarget};
+use crate::stage::Stage;
 use crate::systemd::{Notifier, StopBudget};
 use crate::thread::catch;
 use crate::token::Token;
@@ -260,6 +261,10 @@ impl Builder {
             release_hooks: Vec::new(),
             registration,
             systemd,
+            stages: vec![StagePlan {
+                name: crate::stage::FIRST_NAME.into(),
+                budget: None,
+            }],
             finished: false,
         })
     }
@@ -308,8 +313,17 @@ pub struct Runtime {
     release_hooks: Vec<Hook>,
     registration: Option<Registration>,
     systemd: Notifier,
+    /// The stages of the stop, in order; the first is `Stage::FIRST`.
+    stages: Vec<StagePlan>,
     /// Set once `shutdown` has run; `Drop` then has nothing to do.
     finished: bool,
+}
+
+/// A stage as configured: its name and optional budget.
+#[derive(Debug)]
+struct StagePlan {
+    name: String,
+    budget: Option<Duration>,
 }
 
 impl fmt::Debug for Runtime {
@@ -320,6 +334,7 @@ impl fmt::Debug for Runtime {
             .field("threads", &self.reg.threads.next_id())
             .field("grace", &self.grace)
             .field("kill_grace", &self.kill_grace)
+            .field("stages", &self.stages.len())
             .field(
                 "signals",
                 &self.registration.as_ref().map(Registration::hooked),
@@ -347,6 +362,95 @@ impl Runtime {
     /// `T`; see [`PoolBuilder`].
     pub fn pool<T: Send + 'static>(&mut self, name: impl Into<String>) -> PoolBuilder<'_, T> {
         PoolBuilder::new(&mut self.reg, name.into())
+    }
+
+    /// Adds a stage of the stop named `name`, after the ones made so far,
+    /// and returns it for [`PoolBuilder::stage`].
+    ///
+    /// The stop drains the stages in order. The first,
+    /// [`Stage::FIRST`] (named `main`: every server, background thread and
+    /// pool not given a stage), stops at the trigger. Each later stage goes
+    /// on accepting and running work until every thread of the stages
+    /// before it has exited — a request still in flight can queue a job in
+    /// it — and then stops accepting and drains. The release hooks run
+    /// after the last stage. Every stage shares the one drain deadline,
+    /// `trigger + grace`; see [`stage_with_budget`](Runtime::stage_with_budget)
+    /// for a bound of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidName`] for an empty name or one with a NUL
+    /// byte, [`BuildError::DuplicateName`] for a stage name taken (`main`
+    /// is the first stage's).
+    ///
+    /// # Examples
+    ///
+    /// A job queued by code of the first stage after the trigger still
+    /// runs:
+    ///
+    /// ```
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let later = rt.stage("workers")?;
+    /// let jobs = rt.pool::<u32>("jobs").stage(later).workers(1).start(|_, _| Ok(()))?;
+    /// rt.spawn("handler", move |token| {
+    ///     token.wait(); // the stop began: the first stage drains...
+    ///     jobs.submit(7).expect("...and the later stage still accepts");
+    ///     Ok(())
+    /// })?;
+    /// rt.handle().request("deploy");
+    /// let report = rt.run();
+    /// assert_eq!(report.pool("jobs").unwrap().succeeded, 1);
+    /// assert_eq!(report.stages.len(), 2);
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn stage(&mut self, name: impl Into<String>) -> Result<Stage, BuildError> {
+        self.add_stage(name.into(), None)
+    }
+
+    /// Adds a stage as [`stage`](Runtime::stage) does, with a budget of its
+    /// own: if its threads have not all exited `budget` after it began, its
+    /// hard token fires — its own only, the other stages' work is not cut —
+    /// and its threads get the kill grace before the stop moves on to the
+    /// next stage. The drain deadline still bounds it, so the whole stop
+    /// stays within `grace + kill_grace` + the hook budgets from the
+    /// trigger. A zero budget hard-stops the stage as it begins.
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Runtime::stage).
+    pub fn stage_with_budget(
+        &mut self,
+        name: impl Into<String>,
+        budget: Duration,
+    ) -> Result<Stage, BuildError> {
+        self.add_stage(name.into(), Some(budget))
+    }
+
+    /// Gives the first stage ([`Stage::FIRST`]) a budget, as
+    /// [`stage_with_budget`](Runtime::stage_with_budget) does for a later
+    /// one: past it, the first stage's hard token fires (that is the root
+    /// token, which [`Handle::token`] hands out) and its threads get the
+    /// kill grace; the later stages then drain within the drain deadline.
+    /// The first stage begins at the trigger, so its budget counts from
+    /// there.
+    pub fn first_stage_budget(&mut self, budget: Duration) -> &mut Self {
+        self.stages[0].budget = Some(budget);
+        self
+    }
+
+    fn add_stage(&mut self, name: String, budget: Option<Duration>) -> Result<Stage, BuildError> {
+        if name.is_empty() || name.contains('\0') {
+            return Err(BuildError::InvalidName(name));
+        }
+        if self.stages.iter().any(|s| s.name == name) {
+            return Err(BuildError::DuplicateName(name));
+        }
+        let index = self.reg.shared.add_stage();
+        debug_assert_eq!(index, self.stages.len());
+        self.stages.push(StagePlan { name, budget });
+        Ok(Stage::new(index, self.reg.shared.id))
     }
 
     /// Spawns a background thread named `name` that runs `f(token)` — a
@@ -496,10 +600,11 @@ impl Runtime {
             },
         );
 
-        // StopAccepting: refuse new work, then the stop-accepting hooks.
+        // StopAccepting: the first stage refuses new work, then the
+        // stop-accepting hooks. The later stages go on accepting.
         self.notify(Phase::StopAccepting);
         let units = shared.units();
-        for unit in &units {
+        for unit in &shared.units_in(0) {
             unit.stop_accepting();
         }
         let mut hook_reports = hooks::run_all(
@@ -507,8 +612,9 @@ impl Runtime {
             std::mem::take(&mut self.stop_hooks),
         );
 
-        // Draining → (HardStop): every bound is from the trigger.
-        let (hard_stop, drain_latency) = self.drain(&mut joiner, &reason, triggered);
+        // Draining → (HardStop), stage by stage: every bound is from the
+        // trigger.
+        let (hard_stop, drain_latency, stages) = self.drain(&mut joiner, &reason, triggered);
 
         // Seal: give up on who is still running, before any user code runs
         // again, with the exits that came in taken first.
@@ -549,6 +655,7 @@ impl Runtime {
             },
         );
         report.hooks = hook_reports;
+        report.stages = stages;
         for unit in &units {
             unit.report(&joiner, &mut report);
         }
@@ -586,21 +693,90 @@ impl Runtime {
         (reason, triggered)
     }
 
-    /// Joins against `trigger + grace`; at the deadline fires the hard token
-    /// and waits until `trigger + grace + kill_grace`. Returns when the hard
-    /// stop fired (from the trigger) and the drain latency (`None` if a
-    /// thread was still running at the end).
+    /// Drains the stages in order (see `Runtime::stage`). Each stage waits
+    /// for its own threads until its deadline: `trigger + grace`, or its
+    /// budget from when it began if that comes first.
+    ///
+    /// * Past its budget, only the stage's hard token fires; its threads get
+    ///   the kill grace (never past `trigger + grace + kill_grace`), then the
+    ///   next stage begins.
+    /// * At the drain deadline the hard stop fires for the whole runtime:
+    ///   every stage not yet begun begins at once, hard, and all of them
+    ///   wait until `trigger + grace + kill_grace`.
+    ///
+    /// Returns when the drain deadline's hard stop fired (from the trigger),
+    /// the drain latency (`None` if a thread was still running at the end),
+    /// and the stages' reports.
     fn drain(
         &self,
         joiner: &mut Joiner,
         reason: &StopReason,
         triggered: Instant,
-    ) -> (Option<Duration>, Option<Duration>) {
+    ) -> (Option<Duration>, Option<Duration>, Vec<StageReport>) {
         self.enter(Phase::StopAccepting, Phase::Draining);
+        let shared = &self.reg.shared;
         let deadline = triggered.checked_add(self.grace);
-        joiner.wait_until(deadline);
+        // From the deadline, not from when the hard stop fired: a runtime
+        // thread that woke late (SIGSTOP, a loaded machine) does not add a
+        // kill grace.
+        let kill_deadline = deadline.and_then(|d| d.checked_add(self.kill_grace));
+        let ids = self.stage_threads(joiner);
+        let mut reports: Vec<StageReport> = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, plan)| StageReport {
+                name: plan.name.clone(),
+                index,
+                budget: plan.budget,
+                began: Duration::ZERO,
+                drain_latency: None,
+                hard_stop: None,
+            })
+            .collect();
         let mut hard_stop = None;
-        if joiner.alive() > 0 {
+        for i in 0..ids.len() {
+            // The first stage began at the trigger; a later one now.
+            let began = if i == 0 { triggered } else { Instant::now() };
+            if i > 0 {
+                self.begin_stage(i, reason);
+                reports[i].began = began.saturating_duration_since(triggered);
+            }
+            let own = self.stages[i].budget.map(|b| began.checked_add(b));
+            // The stage's budget counts only if it ends before the deadline.
+            let budget_end = match (own, deadline) {
+                (Some(Some(o)), Some(d)) if o < d => Some(o),
+                (Some(Some(o)), None) => Some(o),
+                _ => None,
+            };
+            joiner.wait_for(&ids[i], budget_end.or(deadline));
+            if joiner.alive_among(&ids[i]) == 0 {
+                reports[i].drain_latency = Some(began.elapsed());
+                continue;
+            }
+            if let Some(end) = budget_end {
+                // This stage overran its budget: its hard token only.
+                event!(
+                    warn,
+                    stage = %self.stages[i].name,
+                    still_running = joiner.alive_among(&ids[i]),
+                    "stage budget passed: hard stop of the stage; its threads get the kill grace"
+                );
+                self.stage_source(i).stop_hard(reason.clone());
+                reports[i].hard_stop = Some(triggered.elapsed());
+                let kill = end.checked_add(self.kill_grace);
+                let kill = match (kill, kill_deadline) {
+                    (Some(k), Some(d)) => Some(k.min(d)),
+                    (k, d) => k.or(d),
+                };
+                joiner.wait_for(&ids[i], kill);
+                if joiner.alive_among(&ids[i]) == 0 {
+                    reports[i].drain_latency = Some(began.elapsed());
+                }
+                continue;
+            }
+            // The drain deadline: the hard stop for the whole runtime, and
+            // the stages not yet begun begin now, already hard.
             event!(
                 warn,
                 still_running = joiner.alive(),
@@ -608,12 +784,28 @@ impl Runtime {
                 "drain deadline passed: hard stop; threads still running get the kill grace"
             );
             self.enter(Phase::Draining, Phase::HardStop);
-            self.reg.shared.root.stop_hard(reason.clone());
-            hard_stop = Some(triggered.elapsed());
-            // From the deadline, not from now: a runtime thread that woke
-            // late (SIGSTOP, a loaded machine) does not add a kill grace.
-            let kill_deadline = deadline.and_then(|d| d.checked_add(self.kill_grace));
+            shared.root.stop_hard(reason.clone());
+            let at = triggered.elapsed();
+            hard_stop = Some(at);
+            let now = Instant::now();
+            for (j, r) in reports.iter_mut().enumerate().skip(i) {
+                if j > i {
+                    self.begin_stage(j, reason);
+                    r.began = now.saturating_duration_since(triggered);
+                }
+                self.stage_source(j).stop_hard(reason.clone());
+                r.hard_stop = Some(at);
+            }
+            // One kill deadline for every thread still running; a stage's
+            // latency is then when the runtime saw the last thread out.
             joiner.wait_until(kill_deadline);
+            for (j, r) in reports.iter_mut().enumerate().skip(i) {
+                if joiner.alive_among(&ids[j]) == 0 {
+                    let from = if j == i { began } else { now };
+                    r.drain_latency = Some(from.elapsed());
+                }
+            }
+            break;
         }
         // Completion can be decided after the last exit: saturate to zero.
         let drain_latency = (joiner.alive() == 0).then(|| {
@@ -630,7 +822,38 @@ impl Runtime {
                 "kill grace over: threads still running are detached"
             ),
         }
-        (hard_stop, drain_latency)
+        (hard_stop, drain_latency, reports)
+    }
+
+    /// The thread ids of each stage: a later stage's are its units'; the
+    /// first stage's are every other thread.
+    fn stage_threads(&self, joiner: &Joiner) -> Vec<Vec<usize>> {
+        let later = self.reg.shared.later_stage_threads();
+        let in_later: std::collections::HashSet<usize> = later.iter().flatten().copied().collect();
+        let first = (0..joiner.thread_count())
+            .filter(|id| !in_later.contains(id))
+            .collect();
+        let mut ids = vec![first];
+        ids.extend(later);
+        ids
+    }
+
+    fn stage_source(&self, stage: usize) -> crate::token::StopSource {
+        self.reg
+            .shared
+            .stage_source(stage)
+            .expect("every stage of the plan has a source")
+    }
+
+    /// A later stage begins: its tokens stop with the trigger's reason, its
+    /// units are woken and refuse new work.
+    fn begin_stage(&self, stage: usize, reason: &StopReason) {
+        event!(info, stage = %self.stages[stage].name, "stage begun");
+        self.stage_source(stage).stop(reason.clone());
+        for unit in &self.reg.shared.units_in(stage) {
+            unit.on_trigger();
+            unit.stop_accepting();
+        }
     }
 
     fn release(&mut self) -> (Vec<HookReport>, Duration) {

@@ -1,9 +1,19 @@
 //! What a runtime shares with its handles, its units' threads and the
 //! signal router: the phase word, the root of the token tree and the unit
-//! registry, with the one trigger path; and [`Handle`], the public view of
-//! it.
+//! registry, with the one trigger path; the stop sources of the later
+//! stages; and [`Handle`], the public view of it.
+//!
+//! # Stages
+//!
+//! Stage 0 (the first) hangs on the root: the trigger stops it and calls
+//! `on_trigger` on its units. Each later stage has a stop source of its
+//! own, *not* below the root, so the trigger leaves it running; the
+//! runtime stops it (with the trigger's reason) when the stages before it
+//! have drained, and hard-stops it at its own budget or at the drain
+//! deadline. A unit records its stage and its threads when it is added.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -20,9 +30,27 @@ pub(crate) struct Shared {
     /// hangs below it.
     pub(crate) root: StopSource,
     /// The unit registry: every pool, background thread and server, in the
-    /// order they were added.
-    units: Mutex<Vec<Arc<dyn Unit>>>,
+    /// order they were added, each with its stage and its threads.
+    units: Mutex<Vec<Entry>>,
+    /// The stop sources of stages 1, 2, … (stage 0's is `root`). Only
+    /// pushed to while the runtime is built.
+    stages: Mutex<Vec<StopSource>>,
+    /// A process-unique number, so a [`Stage`](crate::Stage) made by
+    /// another runtime is recognised.
+    pub(crate) id: u64,
 }
+
+/// One unit in the registry.
+struct Entry {
+    stage: usize,
+    /// The ids of the unit's threads in the thread registry (only needed
+    /// for the later stages: stage 0 is every thread not in one).
+    threads: Vec<usize>,
+    unit: Arc<dyn Unit>,
+}
+
+/// Numbers runtimes (see `Shared::id`); 0 is never used.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,6 +67,29 @@ impl Shared {
             phase: PhaseCell::default(),
             root: StopSource::new(),
             units: Mutex::new(Vec::new()),
+            stages: Mutex::new(Vec::new()),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Adds a stage after the existing ones; returns its index (1, 2, …).
+    pub(crate) fn add_stage(&self) -> usize {
+        let mut stages = self.stages.lock();
+        stages.push(StopSource::new());
+        stages.len()
+    }
+
+    /// How many stages there are, the first included.
+    pub(crate) fn stage_count(&self) -> usize {
+        self.stages.lock().len() + 1
+    }
+
+    /// The stop source of stage `stage` (the root for 0). `None` for a stage
+    /// that does not exist.
+    pub(crate) fn stage_source(&self, stage: usize) -> Option<StopSource> {
+        match stage {
+            0 => Some(self.root.clone()),
+            n => self.stages.lock().get(n - 1).cloned(),
         }
     }
 
@@ -58,30 +109,60 @@ impl Shared {
         // Wake what waits (idle workers block in a plain `recv`) without
         // waiting for the runtime's thread. A unit added concurrently is
         // either in this list or sees the stop itself (`add_unit`).
-        let units = self.units.lock().clone();
-        for unit in &units {
+        // Only the first stage's units: a later stage keeps accepting work
+        // until the runtime begins it.
+        for unit in &self.units_in(0) {
             unit.on_trigger();
         }
         true
     }
 
-    /// Adds a unit. One added after the trigger starts stopped: its
-    /// `on_trigger` runs here.
+    /// Adds a unit to stage `stage` (which exists: the builders check),
+    /// with the ids of its threads. One added after its stage was stopped
+    /// (for stage 0, after the trigger: a signal during start-up) starts
+    /// stopped: its `on_trigger` runs here.
     ///
     /// Either the trigger's snapshot of the list (taken under the lock after
     /// the root stopped) includes the unit, or this push came after that
     /// snapshot, so the root's stop happened before it and `is_stopping`
-    /// below sees it. Both may call `on_trigger`; it is idempotent.
-    pub(crate) fn add_unit(&self, unit: Arc<dyn Unit>) {
-        self.units.lock().push(unit.clone());
-        if self.root.is_stopping() {
+    /// below sees it. Both may call `on_trigger`; it is idempotent. A later
+    /// stage is only stopped by the runtime's thread, which adds no unit.
+    pub(crate) fn add_unit(&self, stage: usize, threads: Vec<usize>, unit: Arc<dyn Unit>) {
+        let source = self.stage_source(stage);
+        debug_assert!(source.is_some(), "stage {stage} checked by the builder");
+        self.units.lock().push(Entry {
+            stage,
+            threads,
+            unit: unit.clone(),
+        });
+        if source.is_some_and(|s| s.is_stopping()) {
             unit.on_trigger();
         }
     }
 
     /// A snapshot of the registry, in order.
     pub(crate) fn units(&self) -> Vec<Arc<dyn Unit>> {
-        self.units.lock().clone()
+        self.units.lock().iter().map(|e| e.unit.clone()).collect()
+    }
+
+    /// The units of stage `stage`, in order.
+    pub(crate) fn units_in(&self, stage: usize) -> Vec<Arc<dyn Unit>> {
+        self.units
+            .lock()
+            .iter()
+            .filter(|e| e.stage == stage)
+            .map(|e| e.unit.clone())
+            .collect()
+    }
+
+    /// The thread ids of the units of the later stages, by stage: element
+    /// `i` holds stage `i + 1`'s.
+    pub(crate) fn later_stage_threads(&self) -> Vec<Vec<usize>> {
+        let mut by_stage = vec![Vec::new(); self.stage_count() - 1];
+        for e in self.units.lock().iter().filter(|e| e.stage > 0) {
+            by_stage[e.stage - 1].extend_from_slice(&e.threads);
+        }
+        by_stage
     }
 
     /// Empties the registry once the report is made, so a [`Handle`] that
