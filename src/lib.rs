@@ -308,6 +308,9 @@ mod event;
 mod hooks;
 mod join;
 mod phase;
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+mod par;
 mod pool;
 mod reason;
 mod registry;
@@ -326,6 +329,9 @@ mod token;
 mod unit;
 
 pub use crate::error::{BuildError, InstallError};
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+pub use crate::par::{Mapped, ParOutcome, RayonBuilder, RayonPool, ScopeError};
 pub use crate::phase::Phase;
 pub use crate::pool::{DrainPolicy, Pool, PoolBuilder};
 pub use crate::reason::{Signal, StopReason};

@@ -542,6 +542,17 @@ impl Token {
         self.node.graceful.is_on()
     }
 
+    /// [`is_stopping`](Token::is_stopping) as one `Relaxed` load, for a
+    /// check made before every item of a parallel iterator (`par.rs`). The
+    /// caller needs no happens-before with the stop: it only decides
+    /// whether to start an item, and reads the reason, if ever, through
+    /// the lock. A stale `false` starts one more item, which is counted.
+    #[cfg(feature = "rayon")]
+    #[inline]
+    pub(crate) fn is_stopping_relaxed(&self) -> bool {
+        self.node.graceful.on.load(Ordering::Relaxed)
+    }
+
     /// Returns `true` once the hard stop has fired (the drain deadline has
     /// passed). Implies [`is_stopping`](Token::is_stopping).
     #[inline]
