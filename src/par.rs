@@ -486,7 +486,8 @@ impl RayonPool {
     {
         let keep = |core: &Core, leaf: &mut Leaf<Vec<(usize, I::Item)>, Discard>| {
             let back = std::mem::take(&mut leaf.back);
-            core.hand_back(back.into_iter().map(|(_, item)| item).collect());
+            let n = back.len() as u64;
+            core.hand_back(back.into_iter().map(|(_, item)| item).collect(), n);
         };
         self.drive(items, f, keep).1
     }
@@ -526,7 +527,8 @@ impl RayonPool {
         F: Fn(usize, &Token) -> anyhow::Result<()> + Send + Sync,
     {
         let keep = |core: &Core, leaf: &mut Leaf<Ranges, Discard>| {
-            core.hand_back(std::mem::take(&mut leaf.back.0));
+            let n = Back::<usize>::len(&leaf.back) as u64;
+            core.hand_back(std::mem::take(&mut leaf.back.0), n);
         };
         self.drive(range, f, keep).1
     }
@@ -851,9 +853,10 @@ impl Core {
         c.handed_back.fetch_add(t.handed_back, Ordering::Relaxed);
     }
 
-    /// Stores a call's handed-back items (in input order) and counts them,
-    /// unless sealed (then they are dropped and stay abandoned).
-    fn hand_back<T: Send + 'static>(&self, items: Vec<T>) {
+    /// Stores a call's handed-back items (in input order) and counts them
+    /// as `count` items (a range holds many), unless sealed (then they are
+    /// dropped and stay abandoned).
+    fn hand_back<T: Send + 'static>(&self, items: Vec<T>, count: u64) {
         if items.is_empty() {
             return;
         }
@@ -862,9 +865,7 @@ impl Core {
         if gate.is_some() {
             return;
         }
-        self.counts
-            .handed_back
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.counts.handed_back.fetch_add(count, Ordering::Relaxed);
         let mut stashes = self.stashes.lock();
         if let Some(list) = stashes
             .iter_mut()
