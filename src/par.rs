@@ -37,13 +37,14 @@
 
 use std::any::{Any, TypeId};
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rayon::iter::plumbing::{Producer, ProducerCallback};
-use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
+use rayon::iter::plumbing::{Consumer, Folder, Producer, ProducerCallback, Reducer};
+use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
 
 use crate::error::BuildError;
 use crate::join::{Hold, Spec, ThreadView};
@@ -681,7 +682,7 @@ impl RayonPool {
         let Some(pool) = core.begin(n as u64) else {
             // No pool any more (stopped, or given up): hand everything
             // back, on this thread, without running any of it.
-            let back = iter.with_producer(HandAll::<B>(std::marker::PhantomData));
+            let back = iter.with_producer(HandAll::<B>(PhantomData));
             let tally = Tally {
                 handed_back: back.len() as u64,
                 ..Tally::default()
@@ -696,58 +697,16 @@ impl RayonPool {
             keep(core, &mut leaf);
             return (leaf, tally.outcome(n as u64));
         };
-        let token = &core.token;
-        let f = &f;
-        let leaves: Vec<Leaf<B, O>> = pool.install(|| {
-            iter.enumerate()
-                .fold(Leaf::default, |mut leaf: Leaf<B, O>, (at, item)| {
-                    // The per-item check: one relaxed load until it first
-                    // sees the stop, none after.
-                    if leaf.stopped || token.is_stopping_relaxed() {
-                        leaf.stopped = true;
-                        leaf.back.push(at, item);
-                        return leaf;
-                    }
-                    match catch(|| f(item, token)) {
-                        Ok(Ok(r)) => {
-                            leaf.tally.succeeded += 1;
-                            leaf.out.push(at, r);
-                        }
-                        Ok(Err(e)) => {
-                            leaf.tally.failed += 1;
-                            leaf.failed_at.push(at);
-                            core.item_failed(error_text(&e), false);
-                        }
-                        Err(panic) => {
-                            leaf.tally.panicked += 1;
-                            leaf.failed_at.push(at);
-                            core.item_failed(format!("panicked: {panic}"), true);
-                        }
-                    }
-                    leaf
-                })
-                .map(|leaf| {
-                    // Handed back is counted when the items are stored
-                    // (`Core::hand_back`), not here.
-                    core.count(&Tally {
-                        handed_back: 0,
-                        ..leaf.tally
-                    });
-                    leaf
-                })
-                .collect()
-        });
-        let mut all = Leaf::<B, O>::default();
-        for leaf in leaves {
-            all.tally.add(&leaf.tally);
-            all.stopped |= leaf.stopped;
-            all.back.append(leaf.back);
-            all.out.append(leaf.out);
-            all.failed_at.extend(leaf.failed_at);
-        }
-        all.back.finish();
-        all.out.finish();
-        all.failed_at.sort_unstable();
+        let run = Run {
+            core,
+            f: &f,
+            flag: core.token.stop_flag(),
+            token: &core.token,
+            base: 0,
+            end: n,
+            _types: PhantomData,
+        };
+        let mut all: Leaf<B, O> = pool.install(|| iter.enumerate().drive(run));
         all.tally.handed_back = all.back.len() as u64;
         let outcome = all.tally.outcome(n as u64);
         keep(core, &mut all);
@@ -1021,15 +980,187 @@ impl Unit for Core {
     }
 }
 
-// ===== Leaves: what one rayon piece collects =====
+// ===== The consumer: what one rayon piece does =====
 
-/// One rayon piece's accumulator.
+/// The rayon consumer of one call, for the piece `[base, end)` of the
+/// input. rayon splits it exactly as it splits the input (an indexed
+/// consumer's contract: the left half of `split_at(i)` gets `i` items), so
+/// a folder knows how many items it gets without counting them.
+struct Run<'c, F, T, R, B, O> {
+    core: &'c Core,
+    f: &'c F,
+    /// The token's stop flag, loaded once per item (`Relaxed`: see
+    /// `Token::stop_flag`).
+    flag: &'c AtomicBool,
+    token: &'c Token,
+    base: usize,
+    end: usize,
+    _types: PhantomData<fn() -> (T, R, B, O)>,
+}
+
+impl<F, T, R, B, O> Run<'_, F, T, R, B, O> {
+    fn piece(&self, base: usize, end: usize) -> Self {
+        Run {
+            core: self.core,
+            f: self.f,
+            flag: self.flag,
+            token: self.token,
+            base,
+            end,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<'c, F, T, R, B, O> Consumer<(usize, T)> for Run<'c, F, T, R, B, O>
+where
+    T: Send,
+    R: Send,
+    B: Back<T>,
+    O: Out<R>,
+    F: Fn(T, &Token) -> anyhow::Result<R> + Sync,
+{
+    type Folder = Piece<'c, F, T, R, B, O>;
+    type Reducer = Merge;
+    type Result = Leaf<B, O>;
+
+    fn split_at(self, index: usize) -> (Self, Self, Merge) {
+        let mid = self.base + index;
+        (self.piece(self.base, mid), self.piece(mid, self.end), Merge)
+    }
+
+    fn into_folder(self) -> Self::Folder {
+        Piece {
+            run: self,
+            leaf: Leaf::default(),
+        }
+    }
+
+    fn full(&self) -> bool {
+        false
+    }
+}
+
+/// The folder of one piece: runs its items in order, on one thread.
+struct Piece<'c, F, T, R, B, O> {
+    run: Run<'c, F, T, R, B, O>,
+    leaf: Leaf<B, O>,
+}
+
+impl<F, T, R, B, O> Folder<(usize, T)> for Piece<'_, F, T, R, B, O>
+where
+    T: Send,
+    R: Send,
+    B: Back<T>,
+    O: Out<R>,
+    F: Fn(T, &Token) -> anyhow::Result<R> + Sync,
+{
+    type Result = Leaf<B, O>;
+
+    fn consume(self, item: (usize, T)) -> Self {
+        self.consume_iter(std::iter::once(item))
+    }
+
+    /// The hot loop. Per item: one relaxed load of the stop flag, the
+    /// item, a test of its result. One `catch_unwind` around the loop, not
+    /// one per item: after a panic the loop goes on with the next item.
+    /// Successes are not counted here; `complete` finds them by difference.
+    fn consume_iter<I>(mut self, items: I) -> Self
+    where
+        I: IntoIterator<Item = (usize, T)>,
+    {
+        let mut items = items.into_iter();
+        let (core, f, flag, token) = (self.run.core, self.run.f, self.run.flag, self.run.token);
+        let leaf = &mut self.leaf;
+        if leaf.stopped {
+            leaf.back.extend(&mut items);
+            return self;
+        }
+        loop {
+            let (out, failed) = (&mut leaf.out, &mut leaf.tally.failed);
+            let ended = catch(|| {
+                for (at, item) in &mut items {
+                    if flag.load(Ordering::Relaxed) {
+                        return Some((at, item));
+                    }
+                    match f(item, token) {
+                        Ok(r) => out.push(at, r),
+                        Err(e) => item_failed(core, failed, &e),
+                    }
+                }
+                None
+            });
+            match ended {
+                Ok(None) => break,
+                Ok(Some((at, item))) => {
+                    // The stop: this item and the rest of the piece never
+                    // start.
+                    leaf.stopped = true;
+                    leaf.back.push(at, item);
+                    leaf.back.extend(&mut items);
+                    break;
+                }
+                Err(panic) => {
+                    leaf.tally.panicked += 1;
+                    core.item_failed(format!("panicked: {panic}"), true);
+                }
+            }
+        }
+        self
+    }
+
+    /// The piece is done: its successes by difference, its counts added to
+    /// the unit's (handed back is counted when stored: `Core::hand_back`).
+    fn complete(self) -> Leaf<B, O> {
+        let Piece { run, mut leaf } = self;
+        let len = (run.end - run.base) as u64;
+        let back = leaf.back.len() as u64;
+        let t = &mut leaf.tally;
+        t.succeeded = len - t.failed - t.panicked - back;
+        leaf.failed_at = leaf.out.missing(run.base, run.end - back as usize);
+        run.core.count(&Tally {
+            handed_back: 0,
+            ..leaf.tally
+        });
+        leaf
+    }
+
+    fn full(&self) -> bool {
+        false
+    }
+}
+
+/// An item returned `Err`: counted and recorded, off the hot path.
+#[cold]
+#[inline(never)]
+fn item_failed(core: &Core, failed: &mut u64, e: &anyhow::Error) {
+    *failed += 1;
+    core.item_failed(error_text(e), false);
+}
+
+/// Joins two adjacent pieces, left before right: input order.
+struct Merge;
+
+impl<B: MergeBack, O: MergeOut> Reducer<Leaf<B, O>> for Merge {
+    fn reduce(self, mut left: Leaf<B, O>, right: Leaf<B, O>) -> Leaf<B, O> {
+        left.tally.add(&right.tally);
+        left.stopped |= right.stopped;
+        left.back.append(right.back);
+        left.out.append(right.out);
+        left.failed_at.extend(right.failed_at);
+        left
+    }
+}
+
+/// What one piece (and, merged, one call) collected.
 struct Leaf<B, O> {
     tally: Tally,
     /// The piece has seen the stop: the rest of it is handed back.
     stopped: bool,
     back: B,
     out: O,
+    /// Positions of the items that failed or panicked (kept only by
+    /// `par_map`).
     failed_at: Vec<usize>,
 }
 
@@ -1045,29 +1176,33 @@ impl<B: Default, O: Default> Default for Leaf<B, O> {
     }
 }
 
+/// Appending a later piece's handed-back items.
+trait MergeBack {
+    fn append(&mut self, later: Self);
+}
+
 /// Where the items that never started go.
-trait Back<T>: Default + Send {
+trait Back<T>: MergeBack + Default + Send {
     fn push(&mut self, at: usize, item: T);
-    fn append(&mut self, other: Self);
-    /// Puts the merged pieces in input order.
-    fn finish(&mut self);
     fn len(&self) -> usize;
+
+    fn extend(&mut self, items: impl Iterator<Item = (usize, T)>) {
+        for (at, item) in items {
+            self.push(at, item);
+        }
+    }
 }
 
 /// Owned items with their positions.
+impl<T: Send> MergeBack for Vec<(usize, T)> {
+    fn append(&mut self, mut later: Self) {
+        Vec::append(self, &mut later);
+    }
+}
+
 impl<T: Send> Back<T> for Vec<(usize, T)> {
     fn push(&mut self, at: usize, item: T) {
         Vec::push(self, (at, item));
-    }
-
-    fn append(&mut self, mut other: Self) {
-        Vec::append(self, &mut other);
-    }
-
-    fn finish(&mut self) {
-        // rayon collects the pieces in order already; the stable sort of a
-        // sorted list is one linear pass.
-        self.sort_by_key(|&(at, _)| at);
     }
 
     fn len(&self) -> usize {
@@ -1079,6 +1214,17 @@ impl<T: Send> Back<T> for Vec<(usize, T)> {
 #[derive(Default)]
 struct Ranges(Vec<Range<usize>>);
 
+impl MergeBack for Ranges {
+    fn append(&mut self, later: Self) {
+        for r in later.0 {
+            match self.0.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => self.0.push(r),
+            }
+        }
+    }
+}
+
 impl Back<usize> for Ranges {
     fn push(&mut self, _at: usize, index: usize) {
         match self.0.last_mut() {
@@ -1087,43 +1233,45 @@ impl Back<usize> for Ranges {
         }
     }
 
-    fn append(&mut self, other: Self) {
-        self.0.extend(other.0);
-    }
-
-    fn finish(&mut self) {
-        self.0.sort_by_key(|r| r.start);
-        let mut merged: Vec<Range<usize>> = Vec::with_capacity(self.0.len());
-        for r in self.0.drain(..) {
-            match merged.last_mut() {
-                Some(last) if last.end == r.start => last.end = r.end,
-                _ => merged.push(r),
-            }
-        }
-        self.0 = merged;
-    }
-
     fn len(&self) -> usize {
         self.0.iter().map(ExactSizeIterator::len).sum()
     }
 }
 
+/// Appending a later piece's results.
+trait MergeOut {
+    fn append(&mut self, later: Self);
+}
+
 /// Where the results go.
-trait Out<R>: Default + Send {
+trait Out<R>: MergeOut + Default + Send {
     fn push(&mut self, at: usize, r: R);
-    fn append(&mut self, other: Self);
-    fn finish(&mut self);
+    /// The positions of `[base, end)` without a result (the items that
+    /// failed or panicked); empty when results are not kept.
+    fn missing(&self, base: usize, end: usize) -> Vec<usize>;
 }
 
 /// `par_for_each`: nothing to keep.
 #[derive(Default)]
 struct Discard;
 
+impl MergeOut for Discard {
+    fn append(&mut self, _later: Self) {}
+}
+
 impl Out<()> for Discard {
     #[inline]
     fn push(&mut self, _at: usize, _r: ()) {}
-    fn append(&mut self, _other: Self) {}
-    fn finish(&mut self) {}
+
+    fn missing(&self, _base: usize, _end: usize) -> Vec<usize> {
+        Vec::new()
+    }
+}
+
+impl<R: Send> MergeOut for Vec<(usize, R)> {
+    fn append(&mut self, mut later: Self) {
+        Vec::append(self, &mut later);
+    }
 }
 
 impl<R: Send> Out<R> for Vec<(usize, R)> {
@@ -1131,19 +1279,26 @@ impl<R: Send> Out<R> for Vec<(usize, R)> {
         Vec::push(self, (at, r));
     }
 
-    fn append(&mut self, mut other: Self) {
-        Vec::append(self, &mut other);
-    }
-
-    fn finish(&mut self) {
-        self.sort_by_key(|&(at, _)| at);
+    fn missing(&self, base: usize, end: usize) -> Vec<usize> {
+        // Results are in position order within a piece.
+        let mut have = self.iter().map(|&(at, _)| at).peekable();
+        (base..end)
+            .filter(|at| {
+                if have.peek() == Some(at) {
+                    have.next();
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect()
     }
 }
 
 /// Drains an indexed parallel iterator on the calling thread, without a
 /// pool, into a [`Back`]: a call made after the rayon pool was given up
 /// hands every item back this way.
-struct HandAll<B>(std::marker::PhantomData<B>);
+struct HandAll<B>(PhantomData<B>);
 
 impl<T, B: Back<T>> ProducerCallback<T> for HandAll<B> {
     type Output = B;
@@ -1192,7 +1347,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_merge_adjacent_pieces_in_order() {
+    fn ranges_merge_adjacent_pieces_at_the_junction() {
         let mut a = Ranges::default();
         for i in [5, 6, 7, 9] {
             a.push(0, i);
@@ -1201,10 +1356,9 @@ mod tests {
         for i in [0, 1, 3, 4] {
             b.push(0, i);
         }
-        a.append(b);
-        a.finish();
-        assert_eq!(a.0, [0..2, 3..8, 9..10]);
-        assert_eq!(Back::<usize>::len(&a), 8);
+        b.append(a);
+        assert_eq!(b.0, [0..2, 3..8, 9..10]);
+        assert_eq!(Back::<usize>::len(&b), 8);
     }
 
     #[test]

@@ -542,15 +542,16 @@ impl Token {
         self.node.graceful.is_on()
     }
 
-    /// [`is_stopping`](Token::is_stopping) as one `Relaxed` load, for a
-    /// check made before every item of a parallel iterator (`par.rs`). The
-    /// caller needs no happens-before with the stop: it only decides
-    /// whether to start an item, and reads the reason, if ever, through
-    /// the lock. A stale `false` starts one more item, which is counted.
+    /// The graceful switch's flag, for a check made before every item of a
+    /// parallel iterator (`par.rs`): the caller keeps the reference in a
+    /// register and loads it `Relaxed`. That load needs no happens-before
+    /// with the stop: it only decides whether to start an item, and the
+    /// reason, if ever read, is read through the lock. A stale `false`
+    /// starts one more item, which is counted like any other.
     #[cfg(feature = "rayon")]
     #[inline]
-    pub(crate) fn is_stopping_relaxed(&self) -> bool {
-        self.node.graceful.on.load(Ordering::Relaxed)
+    pub(crate) fn stop_flag(&self) -> &AtomicBool {
+        &self.node.graceful.on
     }
 
     /// Returns `true` once the hard stop has fired (the drain deadline has
