@@ -567,7 +567,7 @@ impl RayonPool {
         R: Send,
         F: Fn(I::Item, &Token) -> anyhow::Result<R> + Send + Sync,
     {
-        let keep = |core: &Core, leaf: &mut Leaf<Vec<(usize, I::Item)>, Vec<(usize, R)>>| {
+        let keep = |core: &Core, leaf: &mut Leaf<Positioned<I::Item>, Positioned<R>>| {
             // Returned to the caller, not kept: counted here.
             core.count(&Tally {
                 handed_back: leaf.back.len() as u64,
@@ -583,7 +583,7 @@ impl RayonPool {
         }
     }
 
-    /// Runs `f(scope, &token)` in a [`rayon::Scope`] on the pool's threads
+    /// Runs `f(scope, &token)` in a [`rayon::Scope`][Scope] on the pool's threads
     /// and blocks until it and every task spawned in it have returned.
     ///
     /// The scope counts as one item of the pool. The runtime cannot stop
@@ -596,6 +596,8 @@ impl RayonPool {
     /// [`ScopeError::Stopped`] if the stop had begun before the scope could
     /// start (it then did not run; it counts as handed back);
     /// [`ScopeError::Panicked`] if it or a task panicked.
+    ///
+    /// [Scope]: https://docs.rs/rayon/1/rayon/struct.Scope.html
     ///
     /// # Examples
     ///
@@ -995,8 +997,14 @@ struct Run<'c, F, T, R, B, O> {
     token: &'c Token,
     base: usize,
     end: usize,
-    _types: PhantomData<fn() -> (T, R, B, O)>,
+    _types: Types<T, R, B, O>,
 }
+
+/// Values with their input positions.
+type Positioned<T> = Vec<(usize, T)>;
+
+/// The types a `Run` carries but does not own.
+type Types<T, R, B, O> = PhantomData<fn() -> (T, R, B, O)>;
 
 impl<F, T, R, B, O> Run<'_, F, T, R, B, O> {
     fn piece(&self, base: usize, end: usize) -> Self {
