@@ -19,21 +19,27 @@
 //!
 //! # The per-item check and the accounting
 //!
-//! Every call is a rayon `fold` over the enumerated input: one accumulator
-//! (`Leaf`) per piece rayon splits the input into. Before each item the
-//! leaf checks the token with one `Relaxed` load
-//! (`Token::is_stopping_relaxed`); once it has seen the stop it keeps the
-//! rest of its piece as handed back without loading again. Outcomes are
-//! counted in the leaf (plain integers); each finished leaf adds its counts
-//! to the unit's atomics under the seal gate (`Core::gate`), so no shared
-//! cache line is touched per item. What a leaf hands back is kept with its
-//! input position and merged, in input order, when the call ends.
+//! Every call drives the enumerated input with its own rayon consumer
+//! (`Run`), which rayon splits exactly as it splits the input, so each
+//! piece's folder (`Piece`) knows its positions `[base, end)`. A piece runs
+//! its items in one loop inside one `catch_unwind` (a panic is counted and
+//! the loop resumes at the next item). Before each item the loop loads the
+//! token's stop flag once, `Relaxed`, through a reference held in a
+//! register (`Token::stop_flag`); once it has seen the stop, the rest of
+//! the piece is handed back without running. Successes are not counted per
+//! item: when a piece completes, `succeeded = len - failed - panicked -
+//! handed back`, and its counts are added to the unit's atomics under the
+//! seal gate (`Core::gate`), so no shared cache line is touched per item.
+//! Pieces are merged left before right, so what they hand back is in input
+//! order without a sort.
 //!
 //! Counting by difference, as for pools: `submitted` is added when a call
 //! begins; at the seal the items not yet counted as succeeded, failed,
-//! panicked or handed back were in a leaf still running on a thread the
-//! runtime gave up on, and are abandoned. A leaf or call that finishes
-//! after the seal records nothing, so no item is in two buckets.
+//! panicked or handed back were in a piece still running on a thread the
+//! runtime gave up on, and are abandoned. A piece or call that finishes
+//! after the seal records nothing, so no item is in two buckets. A call
+//! stores its handed-back items while it still holds the rayon pool, so the
+//! threads cannot exit (and the seal cannot come) before they are stored.
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -662,9 +668,9 @@ impl RayonPool {
         }
     }
 
-    /// The engine of the three iterator calls: a `fold` of the enumerated
-    /// input into one `Leaf` per rayon piece, each counted as it finishes,
-    /// then merged in input order. `keep` records the handed-back items
+    /// The engine of the three iterator calls: the enumerated input driven
+    /// into one `Leaf` per rayon piece, each counted as it completes, then
+    /// merged in input order. `keep` records the handed-back items
     /// while this call still holds the rayon pool: the threads cannot exit,
     /// so the drain cannot end and the seal cannot come, before it has.
     fn drive<I, R, B, O, F, K>(&self, items: I, f: F, keep: K) -> (Leaf<B, O>, ParOutcome)
@@ -1124,7 +1130,9 @@ where
         let len = (run.end - run.base) as u64;
         let back = leaf.back.len() as u64;
         let t = &mut leaf.tally;
-        t.succeeded = len - t.failed - t.panicked - back;
+        let others = t.failed + t.panicked + back;
+        debug_assert!(others <= len, "a piece got more items than its length");
+        t.succeeded = len.saturating_sub(others);
         leaf.failed_at = leaf.out.missing(run.base, run.end - back as usize);
         run.core.count(&Tally {
             handed_back: 0,
