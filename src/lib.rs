@@ -170,8 +170,9 @@
 //! let mut report = rt.run();
 //! let hash = report.pool("hash").unwrap();
 //! assert!(hash.is_balanced() && hash.handed_back > 0);
+//! let handed_back = hash.handed_back;
 //! let todo: Vec<Range<usize>> = report.take_handed_back(left); // checkpoint these
-//! assert_eq!(todo.iter().map(|r| r.len() as u64).sum::<u64>(), hash.handed_back);
+//! assert_eq!(todo.iter().map(|r| r.len() as u64).sum::<u64>(), handed_back);
 //! # Ok(())
 //! # }
 //! ```
