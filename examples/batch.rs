@@ -41,6 +41,19 @@
 //! `--coop-stuck` begins, `checkpoint begin`/`checkpoint end` around the
 //! work after `run` (`--after-run-ms`); the report goes to stderr
 //! (and as JSON to `--report`).
+//!
+//! # Engines
+//!
+//! `--engine pool` (the default) runs the items on a winddown pool fed by
+//! a producer thread, as above. `--engine rayon` runs them as one
+//! `par_for_each` on a rayon pool the runtime owns (`Runtime::rayon`, its
+//! threads `batch-0` …): the ledger, the protocol lines and the JSON report
+//! are the same, except that there is no queue (no `queue full` line, no
+//! `unsubmitted` items: every item is submitted at once, and on a stop
+//! every item not started is handed back, whatever `--policy` says;
+//! `--capacity` does not apply). An item abandoned on a stuck rayon thread
+//! has no `abandoned` line: rayon pools count abandoned items by piece,
+//! without their ids.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -56,7 +69,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use parking_lot::Mutex;
 use winddown::{
-    DrainPolicy, Handle, Phase, Report, Runtime, Signal, StopReason, Token, TrySubmitError,
+    DrainPolicy, Handle, Phase, PoolId, Report, Runtime, Signal, StopReason, Token, TrySubmitError,
 };
 
 /// A CPU-bound batch job with a graceful stop: Ctrl-C once drains, twice
@@ -104,6 +117,10 @@ struct Args {
     /// return.
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     coop_stuck: Vec<u64>,
+    /// Where the items run: `pool` (a winddown pool fed by a producer) or
+    /// `rayon` (one `par_for_each` on a rayon pool the runtime owns).
+    #[arg(long, value_enum, default_value_t = Engine::Pool)]
+    engine: Engine,
     /// Number of release hooks.
     #[arg(long, default_value_t = 2)]
     hooks: usize,
@@ -159,6 +176,12 @@ struct Args {
     /// stderr) even when stdout is a terminal.
     #[arg(long)]
     machine: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    Pool,
+    Rayon,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -757,21 +780,9 @@ fn main() -> anyhow::Result<ExitCode> {
     let (fail_every, panic_every) = (args.fail_every, args.panic_every);
     let divides = |k: Option<u64>, id: u64| k.is_some_and(|k| k != 0 && id % k == 0);
 
-    let mut pool = rt
-        .pool::<Item>(POOL)
-        .workers(workers)
-        .drain(match args.policy {
-            Policy::Finish => DrainPolicy::Finish,
-            Policy::Handback => DrainPolicy::HandBack,
-        })
-        .fail_fast(args.fail_fast)
-        .key(|item: &Item| item.id);
-    if let Some(c) = args.capacity {
-        pool = pool.capacity(c);
-    }
     let job_ledger = ledger.clone();
     let job_out = out.clone();
-    let pool = pool.start(move |item: Item, token: &Token| {
+    let job = move |item: Item, token: &Token| -> anyhow::Result<()> {
         let id = item.id;
         let thread = std::thread::current();
         job_ledger.log(format_args!("start {id} {}", thread.name().unwrap_or("?")));
@@ -805,52 +816,64 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         job_ledger.log(format_args!("done {id}"));
         Ok(())
-    })?;
-    let pool_id = pool.id();
-    let submitter = pool.into_submitter();
-
-    // The producer: submits every item, then drops its submitter, which
-    // closes the pool; the run completes once the pool has drained. It says
-    // `queue full` the first time the queue is full (the tests wait for it).
-    // On a stop, the submit it is blocked in returns the item, which is
-    // logged as unsubmitted with every item not reached yet.
+    };
     let work = args.work;
-    let feed_ledger = ledger.clone();
-    let feed_out = out.clone();
+    let make_item = move |id: u64| {
+        let mut rng = fastrand::Rng::with_seed(id);
+        let span = (work.max - work.min).as_nanos() as u64;
+        let cost = work.min + Duration::from_nanos(rng.u64(0..=span));
+        Item { id, cost }
+    };
     let keep_open = args.keep_open;
-    rt.spawn("producer", move |token| {
-        let mut items = ids.into_iter().map(|id| {
-            let mut rng = fastrand::Rng::with_seed(id);
-            let span = (work.max - work.min).as_nanos() as u64;
-            let cost = work.min + Duration::from_nanos(rng.u64(0..=span));
-            Item { id, cost }
-        });
-        let mut said_full = false;
-        while let Some(item) = items.next() {
-            let refused = match submitter.try_submit(item) {
-                Ok(()) => continue,
-                Err(TrySubmitError::Full(item)) => {
-                    if !said_full {
-                        said_full = true;
-                        feed_out.protocol(format_args!("queue full"));
-                    }
-                    match submitter.submit(item) {
-                        Ok(()) => continue,
-                        Err(refused) => refused.into_inner(),
-                    }
-                }
-                Err(refused) => refused.into_inner(),
-            };
-            for item in std::iter::once(refused).chain(items) {
-                feed_ledger.log(format_args!("unsubmitted {}", item.id));
+    let pool_id: PoolId<Item> = match args.engine {
+        Engine::Pool => {
+            let mut pool = rt
+                .pool::<Item>(POOL)
+                .workers(workers)
+                .drain(match args.policy {
+                    Policy::Finish => DrainPolicy::Finish,
+                    Policy::Handback => DrainPolicy::HandBack,
+                })
+                .fail_fast(args.fail_fast)
+                .key(|item: &Item| item.id);
+            if let Some(c) = args.capacity {
+                pool = pool.capacity(c);
             }
-            break;
+            let pool = pool.start(job)?;
+            let pool_id = pool.id();
+            spawn_producer(
+                &mut rt,
+                pool.into_submitter(),
+                ids,
+                make_item,
+                &ledger,
+                &out,
+                keep_open,
+            )?;
+            pool_id
         }
-        if keep_open {
-            token.wait();
+        Engine::Rayon => {
+            let pool = rt
+                .rayon(POOL)
+                .threads(workers)
+                .fail_fast(args.fail_fast)
+                .build()?;
+            let pool_id = pool.id::<Item>();
+            // One call over every item; the items not started when the
+            // stop comes are handed back in the report. Dropping the pool
+            // at the end lets its threads exit, so the run completes.
+            rt.spawn("producer", move |token| {
+                let items: Vec<Item> = ids.into_iter().map(make_item).collect();
+                pool.par_for_each(items, job);
+                if keep_open {
+                    token.wait();
+                }
+                drop(pool);
+                Ok(())
+            })?;
+            pool_id
         }
-        Ok(())
-    })?;
+    };
 
     for i in 0..args.hooks {
         let hook_ledger = ledger.clone();
@@ -916,6 +939,53 @@ fn main() -> anyhow::Result<ExitCode> {
         out.human(format_args!("checkpoint saved"));
     }
     Ok(report.process_exit_code())
+}
+
+/// The producer of `--engine pool`: submits every item, then drops its
+/// submitter, which closes the pool; the run completes once the pool has
+/// drained. It says `queue full` the first time the queue is full (the
+/// tests wait for it). On a stop, the submit it is blocked in returns the
+/// item, which is logged as unsubmitted with every item not reached yet.
+fn spawn_producer(
+    rt: &mut Runtime,
+    submitter: winddown::Submitter<Item>,
+    ids: Vec<u64>,
+    make_item: impl Fn(u64) -> Item + Send + 'static,
+    ledger: &Ledger,
+    out: &Out,
+    keep_open: bool,
+) -> anyhow::Result<()> {
+    let feed_ledger = ledger.clone();
+    let feed_out = out.clone();
+    rt.spawn("producer", move |token| {
+        let mut items = ids.into_iter().map(make_item);
+        let mut said_full = false;
+        while let Some(item) = items.next() {
+            let refused = match submitter.try_submit(item) {
+                Ok(()) => continue,
+                Err(TrySubmitError::Full(item)) => {
+                    if !said_full {
+                        said_full = true;
+                        feed_out.protocol(format_args!("queue full"));
+                    }
+                    match submitter.submit(item) {
+                        Ok(()) => continue,
+                        Err(refused) => refused.into_inner(),
+                    }
+                }
+                Err(refused) => refused.into_inner(),
+            };
+            for item in std::iter::once(refused).chain(items) {
+                feed_ledger.log(format_args!("unsubmitted {}", item.id));
+            }
+            break;
+        }
+        if keep_open {
+            token.wait();
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {

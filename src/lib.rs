@@ -179,6 +179,56 @@
 //! 6. **Release hooks run exactly once**, in reverse order.
 //! 7. **Threads carry names**: `<pool>-<i>` or the name given.
 //!
+//! # Batch tools on rayon
+//!
+//! With the `rayon` feature, [`Runtime::rayon`] gives a [`RayonPool`]: a
+//! rayon thread pool whose threads the runtime spawns (through rayon's
+//! `spawn_handler`), names (`hash-0` …) and joins in the same drain as
+//! every other thread, against the same deadline. Its `par_for_each`,
+//! `par_for_each_range`, `par_map` and `scope` run on it and stop like a
+//! pool drains:
+//!
+//! * before each item, one relaxed atomic load checks the token: once the
+//!   stop has begun no new item starts;
+//! * items in flight finish (they get the [`Token`], and may give up when
+//!   its hard stop fires at the deadline);
+//! * a panic or an `Err` in an item is caught and counted, and the other
+//!   items go on;
+//! * the items that never started are handed back in input order — the
+//!   items themselves, or index ranges for a range — in the [`Report`]
+//!   ([`Report::take_handed_back`] with [`RayonPool::id`]); `par_map`
+//!   returns them with the results it has;
+//! * the pool's [`PoolReport`] keeps the identity `submitted = succeeded +
+//!   failed + panicked + handed_back + abandoned`.
+//!
+//! ```
+//! # #[cfg(not(feature = "rayon"))] fn main() {} // this example needs `rayon`
+//! # #[cfg(feature = "rayon")]
+//! # fn main() -> Result<(), winddown::BuildError> {
+//! use std::ops::Range;
+//! use winddown::Runtime;
+//!
+//! let mut rt = Runtime::builder().signals(false).build()?;
+//! let pool = rt.rayon("hash").threads(2).build()?;
+//! let left = pool.id::<Range<usize>>();
+//! let stop = rt.handle();
+//! pool.par_for_each_range(0..100_000, |i, _token| {
+//!     if i == 1_000 {
+//!         stop.request("Ctrl-C"); // stands in for a signal
+//!     }
+//!     Ok(())
+//! });
+//! drop(pool); // its threads exit; the drain joins them
+//! let mut report = rt.run();
+//! let hash = report.pool("hash").unwrap();
+//! assert!(hash.is_balanced() && hash.handed_back > 0);
+//! let handed_back = hash.handed_back;
+//! let todo: Vec<Range<usize>> = report.take_handed_back(left); // checkpoint these
+//! assert_eq!(todo.iter().map(|r| r.len() as u64).sum::<u64>(), handed_back);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Servers
 //!
 //! With the `http` feature (on by default), a blocking HTTP/1.1 [`Server`]
@@ -288,6 +338,7 @@
 //! | `systemd` | on | `sd_notify` when `NOTIFY_SOCKET` is set ([systemd](#systemd); no dependencies) |
 //! | `serde` | off | `Serialize` for [`Report`] and its parts ([serialization](Report#serialization); dependency `serde`) |
 //! | `tracing` | off | events for logs ([Events](#events); dependency `tracing`) |
+//! | `rayon` | off | [`Runtime::rayon`], [`RayonPool`]: parallel iterators and scopes that stop between items ([Batch tools on rayon](#batch-tools-on-rayon); dependency `rayon`) |
 //!
 //! With every feature off (`default-features = false`) the core — runtime,
 //! pools, tokens, signals, hooks, the report — is all there; the report's
@@ -314,7 +365,7 @@
 //! draws them:
 //!
 //! ```text
-//! server → runtime → pool → registry → shared → unit, join, submit
+//! server, par → runtime → pool → registry → shared → unit, join, submit
 //!                 (signal, hooks and systemd beside registry)
 //!        → slot, token, phase, report, reason, error, thread, event, stage
 //! ```
@@ -326,6 +377,9 @@
 //!   `crossbeam-channel = "0.5"` to your dependencies to use it).
 //! * [`anyhow::Error`] and [`anyhow::Result`]: what jobs, hooks, background
 //!   threads and handlers return; re-exported as [`winddown::anyhow`](mod@anyhow).
+//! * With the `rayon` feature: rayon's `IntoParallelIterator` and
+//!   `IndexedParallelIterator` (what [`RayonPool`]'s calls take) and
+//!   `rayon::Scope` (what [`RayonPool::scope`] passes).
 //!
 //! <!-- crossbeam-channel sets no `html_root_url`, so rustdoc cannot link
 //! into it without its docs built alongside: the links are written out. -->
@@ -346,6 +400,14 @@
     doc = "[`Response`]: https://docs.rs/winddown/0.1/winddown/struct.Response.html",
     doc = "[`Listener`]: https://docs.rs/winddown/0.1/winddown/struct.Listener.html"
 )]
+// The same for the rayon items without the `rayon` feature.
+#![cfg_attr(
+    not(feature = "rayon"),
+    doc = "[`Runtime::rayon`]: https://docs.rs/winddown/0.1/winddown/struct.Runtime.html#method.rayon",
+    doc = "[`RayonPool`]: https://docs.rs/winddown/0.1/winddown/struct.RayonPool.html",
+    doc = "[`RayonPool::scope`]: https://docs.rs/winddown/0.1/winddown/struct.RayonPool.html#method.scope",
+    doc = "[`RayonPool::id`]: https://docs.rs/winddown/0.1/winddown/struct.RayonPool.html#method.id"
+)]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 // docs.rs builds with `--cfg docsrs` (see `[package.metadata.docs.rs]`) and
@@ -361,6 +423,9 @@ mod error;
 mod event;
 mod hooks;
 mod join;
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+mod par;
 mod phase;
 mod pool;
 mod reason;
@@ -381,6 +446,9 @@ mod token;
 mod unit;
 
 pub use crate::error::{BuildError, InstallError};
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+pub use crate::par::{Mapped, ParOutcome, RayonBuilder, RayonPool, ScopeError};
 pub use crate::phase::Phase;
 pub use crate::pool::{DrainPolicy, Pool, PoolBuilder};
 pub use crate::reason::{Signal, StopReason};

@@ -542,6 +542,18 @@ impl Token {
         self.node.graceful.is_on()
     }
 
+    /// The graceful switch's flag, for a check made before every item of a
+    /// parallel iterator (`par.rs`): the caller keeps the reference in a
+    /// register and loads it `Relaxed`. That load needs no happens-before
+    /// with the stop: it only decides whether to start an item, and the
+    /// reason, if ever read, is read through the lock. A stale `false`
+    /// starts one more item, which is counted like any other.
+    #[cfg(feature = "rayon")]
+    #[inline]
+    pub(crate) fn stop_flag(&self) -> &AtomicBool {
+        &self.node.graceful.on
+    }
+
     /// Returns `true` once the hard stop has fired (the drain deadline has
     /// passed). Implies [`is_stopping`](Token::is_stopping).
     #[inline]
