@@ -307,6 +307,7 @@ mod error;
 mod event;
 mod hooks;
 mod join;
+mod measure;
 mod phase;
 mod pool;
 mod reason;
@@ -326,6 +327,9 @@ mod token;
 mod unit;
 
 pub use crate::error::{BuildError, InstallError};
+pub use crate::measure::{
+    Measure, MeasureError, MeasuredRun, Measurement, Percentiles, Trial, MEASURE_REQUEST,
+};
 pub use crate::phase::Phase;
 pub use crate::pool::{DrainPolicy, Pool, PoolBuilder};
 pub use crate::reason::{Signal, StopReason};
