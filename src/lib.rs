@@ -344,6 +344,7 @@ pub use crate::runtime::{Builder, Runtime, DEFAULT_GRACE, DEFAULT_KILL_GRACE};
 pub use crate::server::{Request, Response, Server, ServerBuilder};
 pub use crate::shared::Handle;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
+pub use crate::thread::reuse_threads;
 pub use crate::token::{StopSource, Token};
 
 pub use crate::unit::PoolStats;
