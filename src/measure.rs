@@ -89,15 +89,27 @@ pub const MEASURE_REQUEST: &str = "winddown::Measure";
 ///
 /// In a criterion bench, time the return latency with `iter_custom`:
 ///
-/// ```ignore
-/// c.bench_function("shutdown/return", |b| {
-///     b.iter_custom(|iters| {
-///         Measure::new(iters as usize)
-///             .run(build_my_program)
-///             .expect("measured")
-///             .total_return_latency()
-///     })
-/// });
+/// ```no_run
+/// use criterion::Criterion;
+/// use winddown::{Measure, Runtime, Trial};
+///
+/// fn program(_run: usize) -> anyhow::Result<Trial> {
+///     let mut rt = Runtime::builder().signals(false).build()?;
+///     let jobs = rt.pool::<u64>("work").workers(8).start(|_, _| Ok(()))?;
+///     Ok(Trial::new(rt).keep(jobs))
+/// }
+///
+/// fn shutdown(c: &mut Criterion) {
+///     c.bench_function("shutdown/return", |b| {
+///         b.iter_custom(|iters| {
+///             Measure::new(iters as usize)
+///                 .run(program)
+///                 .expect("measured")
+///                 .total_return_latency()
+///         })
+///     });
+/// }
+/// # shutdown(&mut Criterion::default());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "a measurement is taken only when `run` is called"]
