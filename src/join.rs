@@ -6,21 +6,14 @@
 //! hands each a clone of one `done` sender that reports its id on exit
 //! through a drop guard (so a panic still reports).
 //!
-//! Each guard also holds a clone of a second sender, `gone`, on which
-//! nothing is ever sent. The [`Joiner`] — the thread in `Runtime::run` —
-//! reads exits one by one from `done` while the run is `Running` (the
-//! completion rule needs each), and in the drain sleeps on
-//! `gone.recv_deadline(deadline)` instead, so that it wakes once, not once
-//! per exit:
+//! The [`Joiner`] — the thread in `Runtime::run` — then loops on
+//! `recv_deadline(deadline)`:
 //!
-//! 1. disconnect of `gone` means every guard has dropped, so every thread
-//!    has exited and every exit message is in `done`'s queue;
-//! 2. a timeout means the deadline passed, perhaps with threads still
-//!    running;
-//! 3. either way the joiner then takes every message already in `done`
-//!    without waiting: each marks that thread exited (a thread that exited
-//!    just at the deadline still counts), and a disconnect of `done` means
-//!    all have.
+//! 1. a message marks that thread exited (a message that is ready at the
+//!    deadline still counts: crossbeam tries the channel before it looks at
+//!    the clock);
+//! 2. disconnect means every sender is gone, so every thread has exited;
+//! 3. a timeout means the deadline passed with threads still running.
 //!
 //! Nothing here polls or sleeps: every wait is a channel receive with a
 //! deadline.
@@ -89,20 +82,15 @@ pub(crate) struct Threads {
     entries: Vec<Entry>,
     done_tx: Sender<usize>,
     done_rx: Receiver<usize>,
-    gone_tx: Sender<()>,
-    gone_rx: Receiver<()>,
 }
 
 impl Default for Threads {
     fn default() -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let (gone_tx, gone_rx) = crossbeam_channel::bounded(0);
         Threads {
             entries: Vec::new(),
             done_tx,
             done_rx,
-            gone_tx,
-            gone_rx,
         }
     }
 }
@@ -154,12 +142,9 @@ impl Threads {
             let body = spec.body;
             let handle = thread::spawn(
                 spec.name,
+                id,
                 spec.stack_size,
-                thread::Exit {
-                    id,
-                    done: self.done_tx.clone(),
-                    gone: self.gone_tx.clone(),
-                },
+                self.done_tx.clone(),
                 move || {
                     if gate.recv().is_ok() {
                         body();
@@ -191,16 +176,12 @@ impl Threads {
             entries,
             done_tx,
             done_rx,
-            gone_tx,
-            gone_rx,
         } = self;
-        // Drop our own senders, so a disconnect means every thread exited.
+        // Drop our own sender, so a disconnect means every thread exited.
         drop(done_tx);
-        drop(gone_tx);
         let mut j = Joiner {
             entries,
             done: done_rx,
-            gone: gone_rx,
             alive: 0,
             holders_alive: 0,
             has_holders: false,
@@ -234,9 +215,6 @@ pub(crate) trait ThreadView {
 pub(crate) struct Joiner {
     entries: Vec<Entry>,
     done: Receiver<usize>,
-    /// Never carries a message: disconnects when the last thread's guard
-    /// dropped (see [`Joiner::wait_until`]).
-    gone: Receiver<()>,
     alive: usize,
     holders_alive: usize,
     has_holders: bool,
@@ -306,25 +284,18 @@ impl Joiner {
 
     /// Collects exits until every thread has exited or `deadline` passes
     /// (`None`: no deadline).
-    ///
-    /// It sleeps on the `gone` channel, which disconnects once, when the
-    /// last guard is dropped, rather than waking for each exit message: at a
-    /// thousand workers on two cores, a wake-up of this thread per exit was
-    /// a thousand context switches inside the drain. The exit messages
-    /// queue up meanwhile and are taken without waiting after the wake-up
-    /// (every guard sends before it drops its `gone` sender, so at the
-    /// disconnect every message is in the queue).
     pub(crate) fn wait_until(&mut self, deadline: Option<Instant>) {
-        self.drain();
-        if self.alive == 0 {
-            return;
+        while self.alive > 0 {
+            let msg = match deadline {
+                Some(d) => self.done.recv_deadline(d),
+                None => self.done.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(id) => self.exited(id),
+                Err(RecvTimeoutError::Disconnected) => self.all_exited(),
+                Err(RecvTimeoutError::Timeout) => return,
+            }
         }
-        let _ = match deadline {
-            Some(d) => self.gone.recv_deadline(d),
-            None => self.gone.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        // Disconnected: every guard has sent; timed out: take what came.
-        self.drain();
     }
 
     /// Joins every exited thread and detaches the rest (they are named by

@@ -42,28 +42,17 @@ use crossbeam_channel::{Receiver, Sender};
 /// WARNING: once the last guard has sent, the joiner may go on to tear the
 /// runtime down; a thread must not touch shared state after its guard drops.
 #[derive(Debug)]
-pub(crate) struct DoneGuard(Exit);
+pub(crate) struct DoneGuard {
+    id: usize,
+    done: Sender<usize>,
+}
 
 impl Drop for DoneGuard {
     fn drop(&mut self) {
         // The joiner may have given up on us (we were detached at the
-        // deadline) and dropped the receiver; that is fine. The `gone`
-        // sender drops after this send (the fields drop after `drop`), so a
-        // disconnect of `gone` finds this message queued.
-        let _ = self.0.done.send(self.0.id);
+        // deadline) and dropped the receiver; that is fine.
+        let _ = self.done.send(self.id);
     }
-}
-
-/// How a thread reports its exit: `id` on `done`, then the drop of its
-/// `gone` sender (nothing is ever sent on it: the joiner waits for its
-/// disconnect).
-#[derive(Debug)]
-pub(crate) struct Exit {
-    pub(crate) id: usize,
-    pub(crate) done: Sender<usize>,
-    // Never read: held only to be dropped with the guard.
-    #[allow(dead_code)]
-    pub(crate) gone: Sender<()>,
 }
 
 /// A spawned thread's body, to join or detach.
@@ -94,14 +83,15 @@ impl Joinable {
     }
 }
 
-/// Spawns a thread named `name` that runs `body` and then reports its exit
-/// through `exit`. `stack_size` of `None` keeps the platform default. With
+/// Spawns a thread named `name` that runs `body` and then reports `id` on
+/// `done`. `stack_size` of `None` keeps the platform default. With
 /// [`reuse_threads`] on, a parked thread of the same name and stack size
 /// runs it if there is one.
 pub(crate) fn spawn(
     name: String,
+    id: usize,
     stack_size: Option<usize>,
-    exit: Exit,
+    done: Sender<usize>,
     body: impl FnOnce() + Send + 'static,
 ) -> io::Result<Joinable> {
     let mut builder = thread::Builder::new().name(name.clone());
@@ -110,7 +100,7 @@ pub(crate) fn spawn(
     }
     if !cache().is_on() {
         let handle = builder.spawn(move || {
-            let _guard = DoneGuard(exit);
+            let _guard = DoneGuard { id, done };
             body();
         })?;
         return Ok(Joinable(Inner::Os(handle)));
@@ -118,7 +108,7 @@ pub(crate) fn spawn(
     let (ended_tx, ended_rx) = crossbeam_channel::bounded(1);
     let task: Task = Box::new(move || {
         let panicked = {
-            let _guard = DoneGuard(exit);
+            let _guard = DoneGuard { id, done };
             // The panic hook has printed the message; the body's thread is
             // a reusable one, so the unwind stops here.
             panic::catch_unwind(AssertUnwindSafe(body)).is_err()
@@ -409,15 +399,8 @@ mod tests {
     #[test]
     fn done_guard_reports_even_when_the_thread_panics() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (gone_tx, gone_rx) = crossbeam_channel::bounded::<()>(0);
-        let exit = Exit {
-            id: 3,
-            done: tx,
-            gone: gone_tx,
-        };
-        let h = spawn("t-panics".into(), None, exit, || panic!("x")).unwrap();
-        assert!(gone_rx.recv().is_err(), "disconnect: the guard dropped");
-        assert_eq!(rx.try_recv().unwrap(), 3, "sent before the disconnect");
+        let h = spawn("t-panics".into(), 3, None, tx, || panic!("x")).unwrap();
+        assert_eq!(rx.recv().unwrap(), 3);
         assert!(h.join().is_err());
         assert!(rx.recv().is_err(), "disconnect: every sender is gone");
     }

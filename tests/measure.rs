@@ -9,7 +9,7 @@ mod common_api;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common_api::rt;
 use winddown::{
@@ -155,26 +155,51 @@ fn the_trigger_waits_until_the_trial_is_ready() {
 #[test]
 fn the_trigger_comes_after_the_delay() {
     const DELAY: Duration = Duration::from_millis(15);
+    // (setup returned, the service saw the stop), per run.
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let m = Measure::new(2)
         .run(|_| {
             let mut rt = rt().build()?;
-            let seen = seen.clone();
+            let (stopped_tx, stopped_rx) = crossbeam_channel::bounded(1);
             rt.spawn_service("svc", move |token| {
-                let start = std::time::Instant::now();
                 token.wait();
-                seen.lock().push(start.elapsed());
+                let _ = stopped_tx.send(Instant::now());
                 Ok(())
             })?;
-            Ok::<_, anyhow::Error>(Trial::new(rt).trigger_after(DELAY))
+            let seen = seen.clone();
+            // Stamped before the trial goes to the helper, which starts its
+            // timer only once it has the trial.
+            let armed = Instant::now();
+            Ok::<_, anyhow::Error>(Trial::new(rt).trigger_after(DELAY).keep(Record {
+                armed,
+                stopped: stopped_rx,
+                seen,
+            }))
         })
         .unwrap();
     assert_eq!(m.runs(), 2);
     let seen = seen.lock();
     assert_eq!(seen.len(), 2);
-    // The service began before `run` (at its start), so it waited at
-    // least the delay.
-    assert!(seen.iter().all(|d| *d >= DELAY), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(armed, stopped)| *stopped - *armed >= DELAY),
+        "{seen:?}"
+    );
+}
+
+/// Dropped after `run` returned: moves the service's stamp into `seen`.
+struct Record {
+    armed: Instant,
+    stopped: crossbeam_channel::Receiver<Instant>,
+    seen: Arc<parking_lot::Mutex<Vec<(Instant, Instant)>>>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Ok(stopped) = self.stopped.try_recv() {
+            self.seen.lock().push((self.armed, stopped));
+        }
+    }
 }
 
 #[test]
