@@ -57,7 +57,11 @@ pub const MEASURE_REQUEST: &str = "winddown::Measure";
 ///
 /// Build the runtimes with `signals(false)` (a measurement is not a place
 /// for the process-wide handler) unless the signal path is what you
-/// measure.
+/// measure. The runs start and stop threads again and again; with
+/// [`reuse_threads`](crate::reuse_threads) on, each run's threads are the
+/// last run's, and the figures leave out the kernel's thread teardown (a
+/// program that stops once and exits pays it, so measure both ways if that
+/// is the case you care about).
 ///
 /// # Examples
 ///
