@@ -4,6 +4,12 @@
 //! user would otherwise write, in one binary and one run. Scenarios and
 //! defaults: `benches/README.md`.
 //!
+//! `drain/idle-reuse/W` runs winddown with `winddown::reuse_threads` on (its
+//! threads park between runs and run the next runtime's workers) against the
+//! same floor. `measure/idle/W` is the in-process API (`winddown::Measure`)
+//! driven by criterion's `iter_custom`, as a program would bench its own
+//! shutdown.
+//!
 //! Criterion times the return latency (the drain latency where a pool cannot
 //! join); the table printed at the end has both, with medians, p99s and the
 //! ratios to the floor, and is saved as `target/winddown-bench/drain.csv`.
@@ -84,6 +90,25 @@ fn main() {
             }
         }
     }
+    // Thread reuse (issue 12): winddown's stops skip the kernel's thread
+    // teardown; the floor is unchanged. Default stacks only (the bench
+    // counts the parked threads by name).
+    let reuse_ws: &[usize] = if smoke { &[2] } else { &[2, 64, 1024] };
+    support::reuse_threads(true);
+    for &w in reuse_ws {
+        for imp in [support::Impl::Winddown, support::Impl::Floor] {
+            if impls.contains(&imp) {
+                let group = format!("drain/idle-reuse/{w}");
+                bench(&mut c, &group, Case::idle(w), imp, samples, &mut records);
+            }
+        }
+    }
+    support::reuse_threads(false);
+    // The measurement API under criterion: return latency of an idle pool,
+    // triggered as soon as `run` begins (no wait for the workers to park).
+    for &w in if smoke { &[2][..] } else { &[2, 64][..] } {
+        measure_group(&mut c, w, samples);
+    }
     c.final_summary();
 
     if !records.is_empty() {
@@ -93,6 +118,27 @@ fn main() {
         println!("{}", ratio_table(&records));
         save("drain.csv", &support::csv(&records));
     }
+}
+
+fn measure_group(c: &mut Criterion, workers: usize, samples: usize) {
+    let mut g = c.benchmark_group("measure/idle");
+    g.sample_size(samples.max(10));
+    g.bench_function(format!("{workers}"), |b| {
+        b.iter_custom(|iters| {
+            let m = winddown::Measure::new(iters as usize)
+                .run(|_| {
+                    let mut rt = winddown::Runtime::builder().signals(false).build()?;
+                    let jobs = rt
+                        .pool::<u64>(support::PREFIX)
+                        .workers(workers)
+                        .start(|_, _| Ok(()))?;
+                    Ok::<_, anyhow::Error>(winddown::Trial::new(rt).keep(jobs))
+                })
+                .expect("measured");
+            m.total_return_latency()
+        })
+    });
+    g.finish();
 }
 
 fn bench(

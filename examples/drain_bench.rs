@@ -44,6 +44,11 @@ struct Args {
     /// Worker stack size in KiB for every pool (default: each pool's own).
     #[arg(long)]
     stack_kib: Option<usize>,
+    /// Reuse winddown's threads from one run to the next
+    /// (`winddown::reuse_threads`): its stops then skip the kernel's thread
+    /// teardown. The floor and the others are unchanged.
+    #[arg(long)]
+    reuse_threads: bool,
     /// Implementations, comma-separated, or `all`: winddown, floor,
     /// floor-done, poll-10ms, mpsc-mutex, threadpool, rayon.
     #[arg(long, value_delimiter = ',', default_value = "winddown,floor")]
@@ -74,6 +79,11 @@ fn main() -> ExitCode {
         eprintln!("--reps, every --workers value and --impls must be non-empty / non-zero");
         return ExitCode::from(2);
     }
+    if args.reuse_threads && args.stack_kib.is_some() {
+        eprintln!("--reuse-threads and --stack-kib do not combine (the bench counts parked threads by name)");
+        return ExitCode::from(2);
+    }
+    support::reuse_threads(args.reuse_threads);
     let mut records = Vec::new();
     for &w in &args.workers {
         let case = Case {

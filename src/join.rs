@@ -31,14 +31,13 @@
 
 use std::io;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use crate::report::ThreadOutcome;
-use crate::thread;
+use crate::thread::{self, Joinable};
 
 /// A background thread's outcome, written by the thread, read by its unit's
 /// report after the join.
@@ -70,7 +69,7 @@ pub(crate) struct Spec {
 struct Entry {
     name: String,
     hold: Hold,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<Joinable>,
     /// Started and not yet reported its exit.
     alive: bool,
     started: Option<Instant>,
@@ -99,7 +98,7 @@ impl Default for Threads {
 /// Undoes a partial start on drop unless disarmed (see "Starting a group").
 struct StartGuard {
     gate: Option<Sender<()>>,
-    spawned: Vec<(usize, JoinHandle<()>)>,
+    spawned: Vec<(usize, Joinable)>,
 }
 
 impl Drop for StartGuard {

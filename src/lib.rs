@@ -330,6 +330,24 @@
 //! # Ok::<(), winddown::BuildError>(())
 //! ```
 //!
+//! # Measuring your own shutdown
+//!
+//! [`Measure`] stops a runtime of your program N times — each run built
+//! afresh by a closure that returns the runtime and its work as a
+//! [`Trial`] — and returns the [`Percentiles`] (min, p50, p90, p99, max) of
+//! its drain latency, return latency (trigger → [`Runtime::run`] returned)
+//! and hook time, for a criterion bench or a CI gate on the p99. The
+//! trigger can wait until the work says it is ready
+//! ([`Trial::ready_on`]), or a delay after that. Nothing in it is timed by
+//! sleeping or polling; see [`Measure`] for a runnable example.
+//!
+//! A program (or test, or bench) that builds and stops runtimes again and
+//! again can also turn on [`reuse_threads`]: the threads of a stopped
+//! runtime park and run the next runtime's workers of the same name, so a
+//! stop no longer waits for the kernel to tear hundreds of threads down.
+//! It is off by default; its one visible change is that `thread_local!`
+//! values outlive a run.
+//!
 //! # Features
 //!
 //! | feature | default | adds |
@@ -365,7 +383,7 @@
 //! draws them:
 //!
 //! ```text
-//! server, par → runtime → pool → registry → shared → unit, join, submit
+//! measure, server, par → runtime → pool → registry → shared → unit, join, submit
 //!                 (signal, hooks and systemd beside registry)
 //!        → slot, token, phase, report, reason, error, thread, event, stage
 //! ```
@@ -423,6 +441,7 @@ mod error;
 mod event;
 mod hooks;
 mod join;
+mod measure;
 #[cfg(feature = "rayon")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 mod par;
@@ -446,6 +465,9 @@ mod token;
 mod unit;
 
 pub use crate::error::{BuildError, InstallError};
+pub use crate::measure::{
+    Measure, MeasureError, MeasuredRun, Measurement, Percentiles, Trial, MEASURE_REQUEST,
+};
 #[cfg(feature = "rayon")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub use crate::par::{Mapped, ParOutcome, RayonBuilder, RayonPool, ScopeError};
@@ -469,6 +491,7 @@ pub use crate::server::{
 pub use crate::shared::Handle;
 pub use crate::stage::Stage;
 pub use crate::submit::{FeedError, SubmitError, SubmitTimeoutError, Submitter, TrySubmitError};
+pub use crate::thread::reuse_threads;
 pub use crate::token::{StopSource, Token};
 
 pub use crate::unit::PoolStats;

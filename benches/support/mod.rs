@@ -139,6 +139,9 @@ impl Case {
         if let Some(k) = self.stack {
             let _ = write!(s, "-stack{}k", k / 1024);
         }
+        if REUSE.load(Ordering::Relaxed) {
+            s.push_str("-reuse");
+        }
         s
     }
 }
@@ -197,7 +200,7 @@ impl Started {
     /// Starts `imp` and waits until every thread is parked.
     pub(crate) fn new(imp: Impl, case: &Case) -> Started {
         let armed = arm(imp, case);
-        wait_quiescent(armed.expected_threads(), armed.polls());
+        wait_quiescent(armed.expected_threads() + parked_extra(imp), armed.polls());
         Started(armed)
     }
 
@@ -229,7 +232,7 @@ pub(crate) fn run_once(imp: Impl, case: &Case) -> Sample {
             "the signal trigger is wired for winddown and the floor only"
         );
     }
-    wait_quiescent(armed.expected_threads(), armed.polls());
+    wait_quiescent(armed.expected_threads() + parked_extra(imp), armed.polls());
     let busy = case.busy.map(|unit| {
         // W + 1 parties: every worker is inside its job when the bench
         // thread passes the barrier.
@@ -257,6 +260,40 @@ pub(crate) fn run_once(imp: Impl, case: &Case) -> Sample {
         drain: ends.drain.saturating_duration_since(reference),
         ret: ends.ret.map(|r| r.saturating_duration_since(reference)),
         late,
+    }
+}
+
+// ----- thread reuse -----
+
+/// Whether winddown's threads are reused (`winddown::reuse_threads`), and
+/// how many parked `bw-<i>` threads that leaves between runs: the widest
+/// winddown pool so far (`bw-0` … `bw-<max - 1>`, keyed by name).
+static REUSE: AtomicBool = AtomicBool::new(false);
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns winddown's thread reuse on or off for the following runs (off:
+/// the parked threads exit; [`wait_quiescent`] waits until they are gone).
+/// Only for cases with the default stack (the cache is keyed by it too).
+pub(crate) fn reuse_threads(on: bool) {
+    if on {
+        winddown::reuse_threads(1 << 14, Duration::from_secs(600));
+    } else {
+        winddown::reuse_threads(0, Duration::ZERO);
+    }
+    REUSE.store(on, Ordering::Relaxed);
+    PARKED.store(0, Ordering::Relaxed);
+}
+
+/// The parked winddown threads beside `imp`'s own while it is armed.
+/// Winddown reuses `bw-0` … `bw-<W - 1>` and leaves the rest parked.
+fn parked_extra(imp: Impl) -> usize {
+    if !REUSE.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let parked = PARKED.load(Ordering::Relaxed);
+    match imp {
+        Impl::Winddown => 0, // adjusted in `WinddownArmed::expected_threads`
+        _ => parked,
     }
 }
 
@@ -341,7 +378,9 @@ impl WinddownArmed {
 
 impl Armed for WinddownArmed {
     fn expected_threads(&self) -> usize {
-        self.workers + 1
+        // With reuse, the threads parked beyond this pool's width stay.
+        let parked = PARKED.load(Ordering::Relaxed);
+        self.workers.max(parked) + 1
     }
 
     fn submit(&self, job: Job) {
@@ -359,6 +398,9 @@ impl Armed for WinddownArmed {
             Trigger::Signal => send_signal(nix::sys::signal::Signal::SIGTERM),
         }
         let (report, returned) = self.report.recv().expect("the runner reports");
+        if REUSE.load(Ordering::Relaxed) {
+            PARKED.fetch_max(self.workers, Ordering::Relaxed);
+        }
         self.runner.join().expect("the runner returns");
         drop(self.submitter);
         let expected = match self.trigger {
