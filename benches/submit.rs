@@ -1,5 +1,6 @@
 //! `submit/2`: N = 1,000,000 trivial jobs through W = 2 workers, ns per
-//! job, winddown (`submit` in a loop, and `Submitter::feed`) against a raw
+//! job, winddown (`submit` in a loop, `Submitter::feed`, and
+//! `Submitter::feed_batched` with 256 jobs per batch) against a raw
 //! bounded crossbeam pool with the same capacity, in one binary and one run.
 //! Timed: first submit → every job run and every worker joined (winddown:
 //! drop the submitter, `run()` completes).
@@ -159,8 +160,23 @@ fn raw(n: u64, cap: usize, x: Extras) -> Duration {
     t
 }
 
-/// winddown: `submit` per job (or one `feed`), drop the submitter, `run()`.
-fn winddown(n: u64, cap: usize, feed: bool) -> Duration {
+/// How winddown's producer hands the jobs over.
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    /// `submit` per job.
+    Submit,
+    /// One `feed` over the range.
+    Feed,
+    /// `feed_batched` with this many jobs per batch.
+    Batched(usize),
+}
+
+/// Jobs per batch in `winddown-batch`.
+const BATCH: usize = 256;
+
+/// winddown: `submit` per job (or `feed`, or `feed_batched`), drop the
+/// submitter, `run()`.
+fn winddown(n: u64, cap: usize, feed: Feed) -> Duration {
     let mut rt = Runtime::builder().signals(false).build().expect("runtime");
     let sub = rt
         .pool::<u64>("bw")
@@ -172,13 +188,20 @@ fn winddown(n: u64, cap: usize, feed: bool) -> Duration {
         })
         .expect("pool");
     let t0 = Instant::now();
-    if feed {
-        let fed = sub.feed(0..n).expect("running");
-        assert_eq!(fed, n);
-    } else {
-        for i in 0..n {
-            if sub.submit(i).is_err() {
-                panic!("refused while running");
+    match feed {
+        Feed::Feed => {
+            let fed = sub.feed(0..n).expect("running");
+            assert_eq!(fed, n);
+        }
+        Feed::Batched(len) => {
+            let fed = sub.feed_batched(0..n, len).expect("running");
+            assert_eq!(fed, n);
+        }
+        Feed::Submit => {
+            for i in 0..n {
+                if sub.submit(i).is_err() {
+                    panic!("refused while running");
+                }
             }
         }
     }
@@ -208,10 +231,17 @@ fn main() {
                 "raw".into(),
                 Box::new(move || raw(n, cap, Extras::default())),
             ),
-            ("winddown".into(), Box::new(move || winddown(n, cap, false))),
+            (
+                "winddown".into(),
+                Box::new(move || winddown(n, cap, Feed::Submit)),
+            ),
             (
                 "winddown-feed".into(),
-                Box::new(move || winddown(n, cap, true)),
+                Box::new(move || winddown(n, cap, Feed::Feed)),
+            ),
+            (
+                "winddown-batch".into(),
+                Box::new(move || winddown(n, cap, Feed::Batched(BATCH))),
             ),
         ];
         for (name, x) in PARTS {

@@ -348,7 +348,6 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
                 .collect(),
             sealed: Mutex::new(None),
             late: Mutex::new(Vec::new()),
-            stop_began: Mutex::new(None),
         });
         // The first submitter exists before any worker runs, so a failed
         // start closes the (empty) pool by dropping it.
@@ -553,10 +552,6 @@ struct PoolCore<T> {
     /// the report, made after the release hooks, moves the ones that came
     /// back by then to handed back. A job pushed later stays abandoned.
     late: Mutex<Vec<Sequenced<T>>>,
-    /// When the runtime told the pool to stop accepting: the start a
-    /// stuck job taken before the stop is counted from (`slot.rs`, "How
-    /// long a stuck job has run"). Set once, on the runtime's thread.
-    stop_began: Mutex<Option<Instant>>,
 }
 
 impl<T> PoolCore<T> {
@@ -647,14 +642,15 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
     }
 
     fn stop_accepting(&self) {
-        self.stop_began.lock().get_or_insert_with(Instant::now);
         self.queue.close();
     }
 
     fn seal(&self, threads: &dyn ThreadView) {
         let name = self.queue.name.to_string();
         let now = Instant::now();
-        let stop_began = *self.stop_began.lock().get_or_insert(now);
+        // The trigger's time: a stuck job taken before the stop is counted
+        // from it (`slot.rs`, "How long a stuck job has run").
+        let stop_began = self.shared.root.token().stopped_at().unwrap_or(now);
         let mut stuck = Vec::new();
         let mut abandoned_keys = Vec::new();
         // 1. Seal the stragglers, so none of them records anything from here

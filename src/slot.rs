@@ -84,8 +84,10 @@
 //!   parity, before its CAS fails; no earlier job has a stamp unless every
 //!   job since has one.)
 //! * otherwise: the job started before the stop, and the joiner counts from
-//!   the moment the pool was told to stop accepting (`stop_began`), which
-//!   is then a lower bound of its time in the job.
+//!   the trigger (`stop_began`, the root token's stop time), which is then
+//!   a lower bound of its time in the job. (A job whose worker checked the
+//!   token just before the trigger and took the job just after is counted
+//!   from the trigger too: off by that window, a few nanoseconds.)
 //!
 //! # Orderings
 //!
