@@ -162,7 +162,7 @@ fn raw(n: u64, cap: usize, x: Extras) -> Duration {
 
 /// How winddown's producer hands the jobs over.
 #[derive(Clone, Copy, Debug)]
-enum Feed {
+enum Producer {
     /// `submit` per job.
     Submit,
     /// One `feed` over the range.
@@ -176,7 +176,7 @@ const BATCH: usize = 256;
 
 /// winddown: `submit` per job (or `feed`, or `feed_batched`), drop the
 /// submitter, `run()`.
-fn winddown(n: u64, cap: usize, feed: Feed) -> Duration {
+fn winddown(n: u64, cap: usize, feed: Producer) -> Duration {
     let mut rt = Runtime::builder().signals(false).build().expect("runtime");
     let sub = rt
         .pool::<u64>("bw")
@@ -189,15 +189,15 @@ fn winddown(n: u64, cap: usize, feed: Feed) -> Duration {
         .expect("pool");
     let t0 = Instant::now();
     match feed {
-        Feed::Feed => {
+        Producer::Feed => {
             let fed = sub.feed(0..n).expect("running");
             assert_eq!(fed, n);
         }
-        Feed::Batched(len) => {
+        Producer::Batched(len) => {
             let fed = sub.feed_batched(0..n, len).expect("running");
             assert_eq!(fed, n);
         }
-        Feed::Submit => {
+        Producer::Submit => {
             for i in 0..n {
                 if sub.submit(i).is_err() {
                     panic!("refused while running");
@@ -233,15 +233,15 @@ fn main() {
             ),
             (
                 "winddown".into(),
-                Box::new(move || winddown(n, cap, Feed::Submit)),
+                Box::new(move || winddown(n, cap, Producer::Submit)),
             ),
             (
                 "winddown-feed".into(),
-                Box::new(move || winddown(n, cap, Feed::Feed)),
+                Box::new(move || winddown(n, cap, Producer::Feed)),
             ),
             (
                 "winddown-batch".into(),
-                Box::new(move || winddown(n, cap, Feed::Batched(BATCH))),
+                Box::new(move || winddown(n, cap, Producer::Batched(BATCH))),
             ),
         ];
         for (name, x) in PARTS {
