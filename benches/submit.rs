@@ -212,6 +212,9 @@ fn winddown(n: u64, cap: usize, feed: Producer) -> Duration {
     t
 }
 
+/// One line of the interleaved run: its name and one timed run.
+type Line = (&'static str, Box<dyn Fn() -> Duration>);
+
 /// `WINDDOWN_SUBMIT_INTERLEAVED=<reps>`: instead of criterion, run raw,
 /// winddown, winddown-feed and winddown-batch one after another, `reps`
 /// rounds per capacity (`WINDDOWN_SUBMIT_JOBS` jobs each, default
@@ -237,7 +240,7 @@ fn interleaved(reps: usize) {
         if only_cap.is_some_and(|c| c != cap) {
             continue;
         }
-        let impls: Vec<(&str, Box<dyn Fn() -> Duration>)> = vec![
+        let impls: Vec<Line> = vec![
             ("raw", Box::new(move || raw(n, cap, Extras::default()))),
             (
                 "winddown",
@@ -254,7 +257,7 @@ fn interleaved(reps: usize) {
         ];
         let impls: Vec<_> = impls
             .into_iter()
-            .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+            .filter(|(name, _)| only.as_deref().map_or(true, |o| o == *name))
             .collect();
         if impls.is_empty() {
             continue;

@@ -34,9 +34,21 @@
 //! Each worker has one state word (`slot::Slot`); its table and the proof
 //! that every job ends in exactly one bucket are in `slot.rs`. Per job, a
 //! pool without a key function pays two uncontended compare-and-swaps on it
-//! (`take_and_run`, `finish`), with a key function three. The outcome
-//! counters beside the slots (`slot::Tally`) feed the report and the live
-//! counts ([`PoolStats`](crate::PoolStats)).
+//! (`take_and_run`, `finish`), with a key function three; inside a batch
+//! ([`Submitter::submit_batch`]) one (`next`), and no clock read either way
+//! until the stop began. The outcome counters beside the slots
+//! (`slot::Tally`) feed the report and the live counts
+//! ([`PoolStats`](crate::PoolStats)).
+//!
+//! # Batches
+//!
+//! A channel entry is one job or a batch (`submit::Item`). A worker that
+//! receives a batch keeps it and runs its jobs in order, checking the
+//! tokens between two of them as between two entries; the jobs it has not
+//! started are its own to account for: handed back (in order, under the
+//! hand-back lock) when the stop calls for it, given to the late list if it
+//! finds itself sealed, and counted abandoned by difference until then
+//! (`slot.rs`, the second table).
 
 use std::fmt;
 use std::ops::Deref;
