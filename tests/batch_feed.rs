@@ -173,6 +173,7 @@ fn under_hand_back_a_worker_finishes_its_job_and_hands_back_the_rest_of_its_batc
             })
             .unwrap();
         let id = pool.id();
+        let kept = pool.submitter(); // reads the final counts after the run
         pool.submit_batch((0..10).collect()).unwrap();
         for want in 0..=3 {
             assert_eq!(started.recv_timeout(HANG), Ok(want));
@@ -191,6 +192,17 @@ fn under_hand_back_a_worker_finishes_its_job_and_hands_back_the_rest_of_its_batc
         if keyed {
             assert_eq!(p.handed_back_keys, ["4", "5", "6", "7", "8", "9"]);
         }
+        let last = kept.stats();
+        assert_eq!(
+            (
+                last.queued,
+                last.in_flight,
+                last.succeeded,
+                last.handed_back
+            ),
+            (0, 0, 4, 6),
+            "{last:?}"
+        );
         assert_balanced(&report);
     }
 }
