@@ -1,5 +1,6 @@
 //! `submit/2`: N = 1,000,000 trivial jobs through W = 2 workers, ns per
-//! job, winddown (`submit` in a loop, and `Submitter::feed`) against a raw
+//! job, winddown (`submit` in a loop, `Submitter::feed`, and
+//! `Submitter::feed_batched` with 256 jobs per batch) against a raw
 //! bounded crossbeam pool with the same capacity, in one binary and one run.
 //! Timed: first submit → every job run and every worker joined (winddown:
 //! drop the submitter, `run()` completes).
@@ -159,8 +160,23 @@ fn raw(n: u64, cap: usize, x: Extras) -> Duration {
     t
 }
 
-/// winddown: `submit` per job (or one `feed`), drop the submitter, `run()`.
-fn winddown(n: u64, cap: usize, feed: bool) -> Duration {
+/// How winddown's producer hands the jobs over.
+#[derive(Clone, Copy, Debug)]
+enum Producer {
+    /// `submit` per job.
+    Submit,
+    /// One `feed` over the range.
+    Feed,
+    /// `feed_batched` with this many jobs per batch.
+    Batched(usize),
+}
+
+/// Jobs per batch in `winddown-batch`.
+const BATCH: usize = 256;
+
+/// winddown: `submit` per job (or `feed`, or `feed_batched`), drop the
+/// submitter, `run()`.
+fn winddown(n: u64, cap: usize, feed: Producer) -> Duration {
     let mut rt = Runtime::builder().signals(false).build().expect("runtime");
     let sub = rt
         .pool::<u64>("bw")
@@ -172,13 +188,20 @@ fn winddown(n: u64, cap: usize, feed: bool) -> Duration {
         })
         .expect("pool");
     let t0 = Instant::now();
-    if feed {
-        let fed = sub.feed(0..n).expect("running");
-        assert_eq!(fed, n);
-    } else {
-        for i in 0..n {
-            if sub.submit(i).is_err() {
-                panic!("refused while running");
+    match feed {
+        Producer::Feed => {
+            let fed = sub.feed(0..n).expect("running");
+            assert_eq!(fed, n);
+        }
+        Producer::Batched(len) => {
+            let fed = sub.feed_batched(0..n, len).expect("running");
+            assert_eq!(fed, n);
+        }
+        Producer::Submit => {
+            for i in 0..n {
+                if sub.submit(i).is_err() {
+                    panic!("refused while running");
+                }
             }
         }
     }
@@ -189,7 +212,88 @@ fn winddown(n: u64, cap: usize, feed: bool) -> Duration {
     t
 }
 
+/// One line of the interleaved run: its name and one timed run.
+type Line = (&'static str, Box<dyn Fn() -> Duration>);
+
+/// `WINDDOWN_SUBMIT_INTERLEAVED=<reps>`: instead of criterion, run raw,
+/// winddown, winddown-feed and winddown-batch one after another, `reps`
+/// rounds per capacity (`WINDDOWN_SUBMIT_JOBS` jobs each, default
+/// 200,000), and print medians with their ratio to raw. Interleaving keeps
+/// a shared machine's drift out of the ratios; it is the quick run.
+/// `WINDDOWN_SUBMIT_ONLY=<impl>` and `WINDDOWN_SUBMIT_CAP=<capacity>` narrow
+/// it to one line, for a profiler (`perf record`).
+fn interleaved(reps: usize) {
+    let only = std::env::var("WINDDOWN_SUBMIT_ONLY").ok();
+    let only_cap: Option<usize> = std::env::var("WINDDOWN_SUBMIT_CAP")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let n: u64 = std::env::var("WINDDOWN_SUBMIT_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    println!("== submit, interleaved: ns per job, {n} jobs, {WORKERS} workers, {reps} rounds ==");
+    println!(
+        "{:<8} {:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "capacity", "impl", "min", "median", "p99", "Mjobs/s", "/raw"
+    );
+    for cap in [2 * WORKERS, 1024] {
+        if only_cap.is_some_and(|c| c != cap) {
+            continue;
+        }
+        let impls: Vec<Line> = vec![
+            ("raw", Box::new(move || raw(n, cap, Extras::default()))),
+            (
+                "winddown",
+                Box::new(move || winddown(n, cap, Producer::Submit)),
+            ),
+            (
+                "winddown-feed",
+                Box::new(move || winddown(n, cap, Producer::Feed)),
+            ),
+            (
+                "winddown-batch",
+                Box::new(move || winddown(n, cap, Producer::Batched(BATCH))),
+            ),
+        ];
+        let impls: Vec<_> = impls
+            .into_iter()
+            .filter(|(name, _)| only.as_deref().map_or(true, |o| o == *name))
+            .collect();
+        if impls.is_empty() {
+            continue;
+        }
+        let mut got: Vec<Vec<Duration>> = vec![Vec::new(); impls.len()];
+        for _ in 0..reps {
+            for (i, (_, f)) in impls.iter().enumerate() {
+                got[i].push(f() / n as u32);
+            }
+        }
+        let stats: Vec<Stats> = got.into_iter().map(Stats::of).collect();
+        // Ratios to raw when raw ran, else to the first line.
+        let raw_median = stats[0].median.as_secs_f64();
+        for ((name, _), s) in impls.iter().zip(&stats) {
+            println!(
+                "{:<8} {:<16} {:>9} {:>9} {:>9} {:>9.2} {:>8.2}x",
+                cap,
+                name,
+                fmt_d(s.min),
+                fmt_d(s.median),
+                fmt_d(s.p99),
+                1e3 / s.median.as_nanos().max(1) as f64,
+                s.median.as_secs_f64() / raw_median,
+            );
+        }
+    }
+}
+
 fn main() {
+    if let Some(reps) = std::env::var("WINDDOWN_SUBMIT_INTERLEAVED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        interleaved(reps);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     let smoke = smoke();
     let n: u64 = if smoke { 10_000 } else { 1_000_000 };
@@ -208,10 +312,17 @@ fn main() {
                 "raw".into(),
                 Box::new(move || raw(n, cap, Extras::default())),
             ),
-            ("winddown".into(), Box::new(move || winddown(n, cap, false))),
+            (
+                "winddown".into(),
+                Box::new(move || winddown(n, cap, Producer::Submit)),
+            ),
             (
                 "winddown-feed".into(),
-                Box::new(move || winddown(n, cap, true)),
+                Box::new(move || winddown(n, cap, Producer::Feed)),
+            ),
+            (
+                "winddown-batch".into(),
+                Box::new(move || winddown(n, cap, Producer::Batched(BATCH))),
             ),
         ];
         for (name, x) in PARTS {

@@ -34,9 +34,21 @@
 //! Each worker has one state word (`slot::Slot`); its table and the proof
 //! that every job ends in exactly one bucket are in `slot.rs`. Per job, a
 //! pool without a key function pays two uncontended compare-and-swaps on it
-//! (`take_and_run`, `finish`), with a key function three. The outcome
-//! counters beside the slots (`slot::Tally`) feed the report and the live
-//! counts ([`PoolStats`](crate::PoolStats)).
+//! (`take_and_run`, `finish`), with a key function three; inside a batch
+//! ([`Submitter::submit_batch`]) one (`next`), and no clock read either way
+//! until the stop began. The outcome counters beside the slots
+//! (`slot::Tally`) feed the report and the live counts
+//! ([`PoolStats`](crate::PoolStats)).
+//!
+//! # Batches
+//!
+//! A channel entry is one job or a batch (`submit::Item`). A worker that
+//! receives a batch keeps it and runs its jobs in order, checking the
+//! tokens between two of them as between two entries; the jobs it has not
+//! started are its own to account for: handed back (in order, under the
+//! hand-back lock) when the stop calls for it, given to the late list if it
+//! finds itself sealed, and counted abandoned by difference until then
+//! (`slot.rs`, the second table).
 
 use std::fmt;
 use std::ops::Deref;
@@ -55,9 +67,9 @@ use crate::report::{
     JobError, PoolId, PoolReport, Report, StuckThread, WorkerFailure, WorkerStage,
 };
 use crate::shared::Shared;
-use crate::slot::{Counter, Sealed, Tally, WorkerTally};
+use crate::slot::{Counter, Idle, Sealed, Tally, WorkerTally};
 use crate::stage::Stage;
-use crate::submit::{Queue, Sequenced, Submitter};
+use crate::submit::{Item, Queue, Sequenced, Submitter};
 use crate::thread::catch;
 use crate::token::Token;
 use crate::unit::{PoolStats, Unit};
@@ -569,7 +581,7 @@ struct PoolCore<T> {
     queue: Arc<Queue<T>>,
     /// The workers' and the joiner's receiver (the joiner hands back what
     /// is left in the queue).
-    rx: Receiver<Sequenced<T>>,
+    rx: Receiver<Item<T>>,
     policy: DrainPolicy,
     fail_fast: bool,
     key: Option<Arc<KeyFn<T>>>,
@@ -687,6 +699,9 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
     fn seal(&self, threads: &dyn ThreadView) {
         let name = self.queue.name.to_string();
         let now = Instant::now();
+        // The trigger's time: a stuck job taken before the stop is counted
+        // from it (`slot.rs`, "How long a stuck job has run").
+        let stop_began = self.shared.root.token().stopped_at().unwrap_or(now);
         let mut stuck = Vec::new();
         let mut abandoned_keys = Vec::new();
         // 1. Seal the stragglers, so none of them records anything from here
@@ -698,7 +713,7 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
             .zip(tally.workers.iter())
             .filter(|(w, _)| threads.is_alive(w.id))
         {
-            let (job_key, since) = match t.slot.seal() {
+            let (job_key, since) = match t.slot.seal(stop_began) {
                 Sealed::Running(at) => {
                     let key = w.key.lock().clone();
                     abandoned_keys.extend(key.clone());
@@ -718,7 +733,12 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
         //    submission order. The stable sort is near-linear (the queue's
         //    part is already sorted).
         let mut back = std::mem::take(&mut *self.handed_back.lock());
-        back.extend(self.rx.try_iter());
+        for item in self.rx.try_iter() {
+            if let Item::Batch(_, jobs) = &item {
+                self.queue.took_batch(jobs.len());
+            }
+            back.extend(item.into_jobs());
+        }
         back.sort_by_key(|&(seq, _)| seq);
         let (seqs, jobs): (Vec<u64>, Vec<T>) = back.into_iter().unzip();
         tally.set_handed_back(jobs.len() as u64);
@@ -836,21 +856,20 @@ where
     R: FnMut(T, &Token) -> anyhow::Result<()>,
 {
     let rx = &core.rx;
-    let me = &core.workers[index];
     let tally = &core.tally().workers[index];
-    let must_stop = || core.must_stop(token);
+    let mut idle = tally.slot.start();
     loop {
         // Between two jobs: past the deadline, or stopping under HandBack,
         // take nothing more.
-        if must_stop() {
+        if core.must_stop(token) {
             return;
         }
         // An idle worker waits in a plain `recv`, not a `select!` over the
         // queue and the token: that is the cheapest wait per job, and the
         // stop still wakes it at once, because the trigger disconnects the
         // channel, or else the runtime's `stop_accepting` does.
-        let job = match rx.try_recv() {
-            Ok(job) => job,
+        let item = match rx.try_recv() {
+            Ok(item) => item,
             Err(TryRecvError::Disconnected) => return, // nothing more will come
             Err(TryRecvError::Empty) => {
                 if token.is_stopping() {
@@ -859,73 +878,275 @@ where
                     core.queue.try_disconnect();
                 }
                 match rx.recv() {
-                    Ok(job) => job,
+                    Ok(item) => item,
                     Err(_) => return, // closed and empty
                 }
             }
         };
         // From `recv` to the slot's first CAS the job is counted by
         // difference if the joiner seals us now (`slot.rs`).
-        let (seq, job) = job;
-        if core.key.is_none() && !must_stop() {
-            // The common path: one CAS into RUNNING.
-            let Some(running) = tally.slot.take_and_run() else {
-                core.late.lock().push((seq, job)); // sealed: never started
-                return;
-            };
-            let outcome = catch(|| run(job, token));
-            let outcome = Outcome::of(outcome);
-            if !tally.slot.finish(running) {
-                return; // sealed while it ran: abandoned, record nothing
-            }
-            record(core, tally, None, outcome);
-            continue;
-        }
-        let Some(held) = tally.slot.take() else {
-            core.late.lock().push((seq, job)); // sealed: never started
-            return;
-        };
-        if must_stop() {
-            // The stop began while we waited: give the job back. Under the
-            // lock, so the joiner either finds it in the list or finds us
-            // sealed in HELD (abandoned), never neither.
-            let mut list = core.handed_back.lock();
-            if tally.slot.release(held) {
-                list.push((seq, job));
-                core.tally().handed_back_one();
-            } else {
-                drop(list);
-                core.late.lock().push((seq, job)); // sealed in HELD
-            }
-            return;
-        }
-        let key = match core.key.as_ref().map(|k| catch(|| k(&job))) {
-            None => None,
-            Some(Ok(k)) => Some(k),
-            Some(Err(panic)) => {
-                // The key function is user code too: its panic counts as the
-                // job's, which then never runs.
-                drop(job);
-                if !tally.slot.release(held) {
-                    return;
+        let next = match item {
+            Item::One(seq, job) => one_job(core, index, token, idle, seq, job, &mut run),
+            Item::Batch(seq, jobs) => {
+                core.queue.took_batch(jobs.len());
+                if core.key.is_none() {
+                    batch_fast(core, index, token, idle, seq, jobs, &mut run)
+                } else {
+                    batch_keyed(core, index, token, idle, seq, jobs, &mut run)
                 }
-                let msg = format!("key function panicked: {panic}");
-                record(core, tally, None, Outcome::Panicked(msg));
-                continue;
             }
         };
-        *me.key.lock() = key.clone();
-        let Some(running) = tally.slot.run(held) else {
-            // Sealed while the key function ran: the job never started.
-            core.late.lock().push((seq, job));
-            return;
-        };
-        let outcome = Outcome::of(catch(|| run(job, token)));
-        if !tally.slot.finish(running) {
-            return;
+        match next {
+            Ok(i) => idle = i,
+            Err(_) => return,
         }
-        record(core, tally, key, outcome);
     }
+}
+
+/// Why a worker leaves its loop after a job: stopping (with the slot back
+/// in `IDLE`, the proof given) or sealed.
+type Exit = Option<Idle>;
+
+/// One job, by the path its pool takes (with or without a key function).
+fn one_job<T, R>(
+    core: &PoolCore<T>,
+    index: usize,
+    token: &Token,
+    idle: Idle,
+    seq: u64,
+    job: T,
+    run: &mut R,
+) -> Result<Idle, Exit>
+where
+    T: Send + 'static,
+    R: FnMut(T, &Token) -> anyhow::Result<()>,
+{
+    let me = &core.workers[index];
+    let tally = &core.tally().workers[index];
+    let stopping = token.is_stopping();
+    if core.key.is_none() && !core.must_stop(token) {
+        // The common path: one CAS into RUNNING.
+        let Some(mut running) = tally.slot.take_and_run(idle, stopping) else {
+            core.late.lock().push((seq, job)); // sealed: never started
+            return Err(None);
+        };
+        let mut job = job;
+        loop {
+            let outcome = Outcome::of(catch(|| run(job, token)));
+            // Chained jobs: if the next entry is already queued, one CAS
+            // (`next`, RUNNING → RUNNING) counts this job and takes that
+            // one, instead of `finish` and `take_and_run`. Between the
+            // job's return and that CAS the job is still RUNNING in the
+            // word: a seal there counts it abandoned, as one sealed while
+            // it ran (`slot.rs`).
+            let queued = if core.must_stop(token) {
+                None
+            } else {
+                core.rx.try_recv().ok()
+            };
+            match queued {
+                Some(Item::One(next_seq, next)) => {
+                    let Some(r) = tally.slot.next(running, token.is_stopping()) else {
+                        core.late.lock().push((next_seq, next)); // never started
+                        return Err(None);
+                    };
+                    record(core, tally, None, outcome);
+                    (running, job) = (r, next);
+                }
+                other => {
+                    let Some(idle) = tally.slot.finish(running) else {
+                        // Sealed while it ran: abandoned, record nothing;
+                        // a batch taken meanwhile never started.
+                        if let Some(Item::Batch(next_seq, jobs)) = other {
+                            core.queue.took_batch(jobs.len());
+                            core.late
+                                .lock()
+                                .extend(jobs.into_iter().zip(next_seq..).map(|(j, s)| (s, j)));
+                        }
+                        return Err(None);
+                    };
+                    record(core, tally, None, outcome);
+                    return match other {
+                        Some(Item::Batch(next_seq, jobs)) => {
+                            core.queue.took_batch(jobs.len());
+                            batch_fast(core, index, token, idle, next_seq, jobs, run)
+                        }
+                        _ => Ok(idle),
+                    };
+                }
+            }
+        }
+    }
+    let Some(held) = tally.slot.take(idle, stopping) else {
+        core.late.lock().push((seq, job)); // sealed: never started
+        return Err(None);
+    };
+    if core.must_stop(token) {
+        // The stop began while we waited: give the job back. Under the
+        // lock, so the joiner either finds it in the list or finds us
+        // sealed in HELD (abandoned), never neither.
+        let mut list = core.handed_back.lock();
+        if let Some(idle) = tally.slot.release(held) {
+            list.push((seq, job));
+            core.tally().handed_back_one();
+            return Err(Some(idle));
+        }
+        drop(list);
+        core.late.lock().push((seq, job)); // sealed in HELD
+        return Err(None);
+    }
+    let key = match core.key.as_ref().map(|k| catch(|| k(&job))) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(panic)) => {
+            // The key function is user code too: its panic counts as the
+            // job's, which then never runs.
+            drop(job);
+            let Some(idle) = tally.slot.release(held) else {
+                return Err(None);
+            };
+            let msg = format!("key function panicked: {panic}");
+            record(core, tally, None, Outcome::Panicked(msg));
+            return Ok(idle);
+        }
+    };
+    *me.key.lock() = key.clone();
+    let Some(running) = tally.slot.run(held) else {
+        // Sealed while the key function ran: the job never started.
+        core.late.lock().push((seq, job));
+        return Err(None);
+    };
+    let outcome = Outcome::of(catch(|| run(job, token)));
+    let Some(idle) = tally.slot.finish(running) else {
+        return Err(None);
+    };
+    record(core, tally, key, outcome);
+    Ok(idle)
+}
+
+/// A batch in a pool without a key function: `take_and_run` for the first
+/// job, `next` (one CAS) for each later one, `finish` after the last
+/// (`slot.rs`, the state table). The jobs not yet started stay in this
+/// worker's hands, numbered: handed back if the stop calls for it between
+/// two jobs, given to the late list if the worker finds itself sealed.
+fn batch_fast<T, R>(
+    core: &PoolCore<T>,
+    index: usize,
+    token: &Token,
+    idle: Idle,
+    seq: u64,
+    jobs: Vec<T>,
+    run: &mut R,
+) -> Result<Idle, Exit>
+where
+    T: Send + 'static,
+    R: FnMut(T, &Token) -> anyhow::Result<()>,
+{
+    let tally = &core.tally().workers[index];
+    let mut rest = jobs.into_iter().zip(seq..);
+    let Some((mut job, seq)) = rest.next() else {
+        return Ok(idle); // never sent empty
+    };
+    if core.must_stop(token) {
+        let all = std::iter::once((seq, job)).chain(rest.map(|(j, s)| (s, j)));
+        return Err(hand_back(core, tally, idle, all.collect()));
+    }
+    let Some(mut running) = tally.slot.take_and_run(idle, token.is_stopping()) else {
+        let all = std::iter::once((seq, job)).chain(rest.map(|(j, s)| (s, j)));
+        core.late.lock().extend(all); // sealed: none started
+        return Err(None);
+    };
+    loop {
+        let outcome = Outcome::of(catch(|| run(job, token)));
+        let Some((next, next_seq)) = rest.next() else {
+            let Some(idle) = tally.slot.finish(running) else {
+                return Err(None);
+            };
+            record(core, tally, None, outcome);
+            return Ok(idle);
+        };
+        if core.must_stop(token) {
+            let Some(idle) = tally.slot.finish(running) else {
+                let left = std::iter::once((next_seq, next)).chain(rest.map(|(j, s)| (s, j)));
+                core.late.lock().extend(left);
+                return Err(None);
+            };
+            record(core, tally, None, outcome);
+            let left = std::iter::once((next_seq, next)).chain(rest.map(|(j, s)| (s, j)));
+            return Err(hand_back(core, tally, idle, left.collect()));
+        }
+        let Some(r) = tally.slot.next(running, token.is_stopping()) else {
+            // Sealed while `job` ran: it is abandoned; the rest never
+            // started.
+            let left = std::iter::once((next_seq, next)).chain(rest.map(|(j, s)| (s, j)));
+            core.late.lock().extend(left);
+            return Err(None);
+        };
+        record(core, tally, None, outcome);
+        (running, job) = (r, next);
+    }
+}
+
+/// A batch in a pool with a key function: job by job through the keyed
+/// path (`one_job`), the rest in this worker's hands as in `batch_fast`.
+fn batch_keyed<T, R>(
+    core: &PoolCore<T>,
+    index: usize,
+    token: &Token,
+    mut idle: Idle,
+    seq: u64,
+    jobs: Vec<T>,
+    run: &mut R,
+) -> Result<Idle, Exit>
+where
+    T: Send + 'static,
+    R: FnMut(T, &Token) -> anyhow::Result<()>,
+{
+    let tally = &core.tally().workers[index];
+    let mut rest = jobs.into_iter().zip(seq..).map(|(j, s)| (s, j));
+    while let Some((seq, job)) = rest.next() {
+        if core.must_stop(token) {
+            let left = std::iter::once((seq, job)).chain(rest);
+            return Err(hand_back(core, tally, idle, left.collect()));
+        }
+        match one_job(core, index, token, idle, seq, job, run) {
+            Ok(i) => idle = i,
+            Err(Some(i)) => return Err(hand_back(core, tally, i, rest.collect())),
+            Err(None) => {
+                core.late.lock().extend(rest);
+                return Err(None);
+            }
+        }
+    }
+    Ok(idle)
+}
+
+/// Hands back jobs this worker holds and never started (the rest of a
+/// batch): `take` then `release` under the hand-back lock, as for a single
+/// job; sealed on the way, they go to the late list instead. Returns the
+/// exit for the worker loop.
+fn hand_back<T>(
+    core: &PoolCore<T>,
+    tally: &WorkerTally,
+    idle: Idle,
+    jobs: Vec<Sequenced<T>>,
+) -> Exit {
+    if jobs.is_empty() {
+        return Some(idle);
+    }
+    let Some(held) = tally.slot.take(idle, true) else {
+        core.late.lock().extend(jobs);
+        return None;
+    };
+    let mut list = core.handed_back.lock();
+    if let Some(idle) = tally.slot.release(held) {
+        core.tally().handed_back_n(jobs.len() as u64);
+        list.extend(jobs);
+        return Some(idle);
+    }
+    drop(list);
+    core.late.lock().extend(jobs);
+    None
 }
 
 /// A job's outcome, with its message formatted before the slot's `finish`

@@ -6,60 +6,98 @@
 //!
 //! An `AtomicU64`: the top bit says the joiner has *sealed* the worker (given
 //! up on it at the end of the kill grace), the next two bits are the state,
-//! and the low 61 bits the nanosecond (on the pool's clock) at which the
-//! worker entered it.
+//! and the low 61 bits the worker's *job number*: how many jobs it has taken
+//! so far, counting the one it holds. Every `take` (and every `next`, below)
+//! counts one more, so the word a worker writes is never one it wrote before
+//! (no ABA), and the joiner can tell "still the same job" from "a later
+//! one" by the number alone.
 //!
 //! | state     | meaning                                      | set by             | left by                                 |
 //! |-----------|----------------------------------------------|--------------------|-----------------------------------------|
-//! | `IDLE`    | holds no job                                 | worker, start/done | worker: `take` → `HELD` or `RUNNING`    |
+//! | `IDLE`    | holds no job                                 | worker, start/done | worker: `take` → `HELD`, `take_and_run` → `RUNNING` |
 //! | `HELD`    | took a job, runs the key function or hands it back | worker, `take`     | worker: `run` → `RUNNING`, `release` → `IDLE` |
-//! | `RUNNING` | inside the job function                      | worker             | worker: `finish` → `IDLE`               |
+//! | `RUNNING` | inside the job function                      | worker             | worker: `finish` → `IDLE`, `next` → `RUNNING` (number + 1) |
 //! | `+SEALED` | the joiner gave up on this worker            | joiner, `seal`     | never                                   |
 //!
-//! Every transition of the worker is a compare-and-swap from the state it
-//! expects; the joiner's seal is a `fetch_or` of the sealed bit. So exactly
-//! one of two things happens for each transition: the worker's CAS lands
-//! first (the joiner's seal then sees the new state), or the seal lands first
-//! (the worker's CAS fails, and the worker records nothing from then on and
-//! exits). Who accounts for a job:
+//! `next` is the batch step (`Submitter::submit_batch`): a worker that
+//! finished job *n* of a batch and starts job *n + 1* of the same batch
+//! moves `RUNNING(n) → RUNNING(n + 1)` in one CAS, which both counts job *n*
+//! as the worker's and takes job *n + 1*: one CAS per job instead of two.
+//! The jobs of the batch after the running one stay in the worker's hands;
+//! the table below says who counts them.
+//!
+//! Every transition of the worker is a compare-and-swap from the exact word
+//! it wrote last; the joiner's seal is a `fetch_or` of the sealed bit. So
+//! exactly one of two things happens for each transition: the worker's CAS
+//! lands first (the joiner's seal then sees the new state), or the seal
+//! lands first (the worker's CAS fails, and the worker records nothing from
+//! then on and exits). Who accounts for a job:
 //!
 //! | seal finds   | the job is                      | counted by                                       |
 //! |--------------|---------------------------------|--------------------------------------------------|
 //! | `RUNNING`    | in flight                       | the joiner: abandoned, with the key if any       |
 //! | `HELD`       | taken, not started              | the joiner: abandoned (the key may not exist yet) |
 //! | `IDLE`       | none, or one between `recv` and `take`, or one whose outcome is being counted | the joiner, by difference (below) |
+//! | any          | the rest of a batch, in the worker's hands | the joiner, by difference (abandoned); handed back if the worker brings it to the late list before the report |
 //!
 //! # Counting by difference
 //!
 //! Two windows are invisible in the word: a job between the channel's `recv`
 //! and the worker's `take`, and a finished job between `finish` (the CAS to
-//! `IDLE`) and the worker's counter bump. The joiner builds the report from
-//! counters it reads once after sealing; a job in either window is in none of
-//! them, so the joiner counts `submitted − (succeeded + failed + panicked +
-//! handed back)` as abandoned (`PoolTally::abandoned`). That is exact
-//! because every other bucket is: a sealed worker records nothing after the
-//! seal (its CASes fail), a worker that exited reported it on the done
-//! channel after its last bump (which orders the bump before the joiner's
-//! read), and `submitted` is final once the queue closed. A job counted this
-//! way really was on a thread that had not finished with it when the runtime
-//! gave up: the meaning of abandoned.
+//! `IDLE`, or `next`) and the worker's counter bump; and the rest of a
+//! batch a worker holds is in no word at all. The joiner builds the report
+//! from counters it reads once after sealing; a job in any of these is in
+//! none of them, so the joiner counts `submitted − (succeeded + failed +
+//! panicked + handed back)` as abandoned (`PoolTally::abandoned`). That is
+//! exact because every other bucket is: a sealed worker records nothing
+//! after the seal (its CASes fail), a worker that exited reported it on the
+//! done channel after its last bump (which orders the bump before the
+//! joiner's read), and `submitted` is final once the queue closed. A job
+//! counted this way really was on a thread that had not finished with it
+//! when the runtime gave up: the meaning of abandoned.
 //!
-//! A sealed worker whose CAS fails while it holds a job that never started
-//! (`take`, `take_and_run`, `run` or `release` failed) gives the job to the
-//! pool's late list instead of dropping it. The report, made after the
-//! release hooks, moves what arrived there by then from abandoned to handed
-//! back (those jobs were in none of the seal's buckets, so the identity
-//! still holds); one that arrives later stays abandoned. That covers a
-//! worker descheduled across the seal between its last stop check and its
-//! `recv`: it takes a job that was still queued when the joiner sealed it.
+//! A sealed worker whose CAS fails while it holds jobs that never started
+//! (`take`, `take_and_run`, `run`, `next` or `release` failed; for `next`,
+//! the rest of its batch) gives them to the pool's late list instead of
+//! dropping them. The report, made after the release hooks, moves what
+//! arrived there by then from abandoned to handed back (those jobs were in
+//! none of the seal's buckets, so the identity still holds); what arrives
+//! later stays abandoned. That covers a worker descheduled across the seal
+//! between its last stop check and its `recv`: it takes a job that was
+//! still queued when the joiner sealed it.
+//!
+//! # How long a stuck job has run: stamped only once the stop began
+//!
+//! The report says how long a stuck worker had been in its job
+//! (`StuckThread::in_job`). A clock read per job would pay for that on
+//! every job of every run (≈ 35 ns on a KVM guest, as much as the rest of
+//! the job path), although the answer is wanted only for a job still
+//! running at the drain deadline. So a worker stamps a job's start (the
+//! `stamp` word: the time on the pool's clock and the job number's low
+//! bit) only when it takes the job after the stop began, which it learns
+//! from one atomic load of the token. The joiner, at the seal:
+//!
+//! * finds a stamp of the same parity as the sealed word's job number: the
+//!   job started after the stop began, and the stamp is its start. (The
+//!   worker writes job *n*'s stamp before the CAS that publishes *n*, and
+//!   after the seal it can write at most job *n + 1*'s, of the other
+//!   parity, before its CAS fails; no earlier job has a stamp unless every
+//!   job since has one.)
+//! * otherwise: the job started before the stop, and the joiner counts from
+//!   the trigger (`stop_began`, the root token's stop time), which is then
+//!   a lower bound of its time in the job. (A job whose worker checked the
+//!   token just before the trigger and took the job just after is counted
+//!   from the trigger too: off by that window, a few nanoseconds.)
 //!
 //! # Orderings
 //!
 //! The worker's CASes are `AcqRel`: `Release` publishes the key it stored
-//! before `run` (so a joiner that sees `RUNNING` reads the key), and the
-//! counter bumps of the job before (so a joiner whose seal reads the word
-//! that a later transition wrote also sees those bumps). The seal is
-//! `AcqRel` for the same pairing from the other side.
+//! before `run` and the stamp it stored before `take` (so a joiner that
+//! sees the word reads them), and the counter bumps of the job before (so a
+//! joiner whose seal reads the word that a later transition wrote also sees
+//! those bumps). The seal is `AcqRel` for the same pairing from the other
+//! side. The stamp itself is written and read `Relaxed`: the word's CASes
+//! and the seal order it.
 //!
 //! # The tally: counters beside the slots
 //!
@@ -90,18 +128,25 @@ use std::time::{Duration, Instant};
 const SEALED: u64 = 1 << 63;
 const STATE_SHIFT: u32 = 61;
 const STATE_MASK: u64 = 0b11 << STATE_SHIFT;
-const TIME_MASK: u64 = (1 << STATE_SHIFT) - 1;
+const NUMBER_MASK: u64 = (1 << STATE_SHIFT) - 1;
 
 const IDLE: u64 = 0;
 const HELD: u64 = 1 << STATE_SHIFT;
 const RUNNING: u64 = 2 << STATE_SHIFT;
+
+/// In the stamp word: a stamp was written (else the word is 0).
+const STAMPED: u64 = 1 << 63;
+/// In the stamp word: the low bit of the stamped job's number.
+const PARITY: u64 = 1 << 62;
+const NANOS_MASK: u64 = PARITY - 1;
 
 /// What the seal found in a worker's slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sealed {
     /// No job seen (see "Counting by difference").
     Idle,
-    /// A job taken and not started, since the instant given.
+    /// A job taken and not started, since the instant given (module doc,
+    /// "How long a stuck job has run").
     Held(Instant),
     /// A job running since the instant given.
     Running(Instant),
@@ -109,10 +154,13 @@ pub(crate) enum Sealed {
     Again,
 }
 
-/// One worker's state word and the clock it stamps.
+/// One worker's state word, its stamp and the clock the stamp reads.
 #[derive(Debug)]
 pub(crate) struct Slot {
     word: AtomicU64,
+    /// `STAMPED | parity | nanoseconds since epoch` of the last job taken
+    /// after the stop began; 0 before any.
+    stamp: AtomicU64,
     epoch: Instant,
 }
 
@@ -120,82 +168,119 @@ impl Slot {
     pub(crate) fn new(epoch: Instant) -> Slot {
         Slot {
             word: AtomicU64::new(IDLE),
+            stamp: AtomicU64::new(0),
             epoch,
         }
     }
 
-    fn now(&self) -> u64 {
-        // Truncation only after ~73 years of uptime.
-        (self.epoch.elapsed().as_nanos() as u64) & TIME_MASK
-    }
-
-    fn at(&self, word: u64) -> Instant {
-        self.epoch + Duration::from_nanos(word & TIME_MASK)
+    /// The worker's proof for its first `take`. Only the slot's worker calls
+    /// it, once, before it takes anything.
+    pub(crate) fn start(&self) -> Idle {
+        Idle(IDLE)
     }
 
     fn cas(&self, from: u64, to: u64) -> bool {
-        // `from` carries no time bits for IDLE; for HELD and RUNNING the
-        // worker passes the exact word it wrote, so a seal (which only adds
-        // the top bit) is the only thing that can make this fail.
+        // The worker passes the exact word it wrote last, so a seal (which
+        // only adds the top bit) is the only thing that can make this fail.
         self.word
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 
-    /// `IDLE → HELD` right after the worker received a job. Returns the word
-    /// to pass on, or `None` if the worker was sealed: the job is then the
-    /// joiner's (counted by difference) and the worker must exit.
+    /// Stamps the start of job `number` if `stopping` (module doc).
+    fn stamp(&self, number: u64, stopping: bool) {
+        if stopping {
+            // Truncation only after ~146 years on the pool's clock.
+            let nanos = (self.epoch.elapsed().as_nanos() as u64) & NANOS_MASK;
+            let parity = if number & 1 == 1 { PARITY } else { 0 };
+            self.stamp
+                .store(STAMPED | parity | nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// `IDLE → HELD` right after the worker received a job; `stopping` says
+    /// whether the stop has begun (then the start is stamped). Returns the
+    /// proof to pass on, or `None` if the worker was sealed: the job is then
+    /// the joiner's (counted by difference) and the worker must exit.
     #[must_use]
-    pub(crate) fn take(&self) -> Option<Held> {
-        let word = HELD | self.now();
-        self.cas(IDLE, word).then_some(Held(word))
+    pub(crate) fn take(&self, idle: Idle, stopping: bool) -> Option<Held> {
+        let number = (idle.0 + 1) & NUMBER_MASK;
+        self.stamp(number, stopping);
+        let word = HELD | number;
+        self.cas(idle.0, word).then_some(Held(word))
     }
 
     /// `IDLE → RUNNING` in one step, for pools without a key function (one
     /// CAS per job instead of two). `None` if sealed.
     #[must_use]
-    pub(crate) fn take_and_run(&self) -> Option<Running> {
-        let word = RUNNING | self.now();
-        self.cas(IDLE, word).then_some(Running(word))
+    pub(crate) fn take_and_run(&self, idle: Idle, stopping: bool) -> Option<Running> {
+        let number = (idle.0 + 1) & NUMBER_MASK;
+        self.stamp(number, stopping);
+        let word = RUNNING | number;
+        self.cas(idle.0, word).then_some(Running(word))
     }
 
     /// `HELD → RUNNING`. `None` if sealed meanwhile (the joiner counted the
     /// job abandoned).
     #[must_use]
     pub(crate) fn run(&self, held: Held) -> Option<Running> {
-        let word = RUNNING | (held.0 & TIME_MASK);
+        let word = RUNNING | (held.0 & NUMBER_MASK);
         self.cas(held.0, word).then_some(Running(word))
     }
 
+    /// `RUNNING(n) → RUNNING(n + 1)`: the job function of job *n* returned
+    /// and the worker starts the next job of the same batch. `None` if
+    /// sealed while job *n* ran: the joiner counted it abandoned, the worker
+    /// records nothing and gives the rest of the batch to the late list.
+    #[must_use]
+    pub(crate) fn next(&self, running: Running, stopping: bool) -> Option<Running> {
+        let number = ((running.0 & NUMBER_MASK) + 1) & NUMBER_MASK;
+        self.stamp(number, stopping);
+        let word = RUNNING | number;
+        self.cas(running.0, word).then_some(Running(word))
+    }
+
     /// `HELD → IDLE`: the worker gives the job back (hand-back). Returns
-    /// `false` if sealed meanwhile: the job is then abandoned and must not be
+    /// `None` if sealed meanwhile: the job is then abandoned and must not be
     /// handed back. The caller holds the pool's hand-back lock across this
     /// call and the push, and the joiner takes the list under that lock after
     /// sealing, so a job that left `HELD` this way is always in the list it
     /// reads.
     #[must_use]
-    pub(crate) fn release(&self, held: Held) -> bool {
-        self.cas(held.0, IDLE)
+    pub(crate) fn release(&self, held: Held) -> Option<Idle> {
+        let word = held.0 & NUMBER_MASK;
+        self.cas(held.0, word).then_some(Idle(word))
     }
 
-    /// `RUNNING → IDLE` when the job function returned. Returns `false` if
+    /// `RUNNING → IDLE` when the job function returned. Returns `None` if
     /// sealed while it ran: the joiner counted the job abandoned, so the
     /// worker records nothing.
     #[must_use]
-    pub(crate) fn finish(&self, running: Running) -> bool {
-        self.cas(running.0, IDLE)
+    pub(crate) fn finish(&self, running: Running) -> Option<Idle> {
+        let word = running.0 & NUMBER_MASK;
+        self.cas(running.0, word).then_some(Idle(word))
     }
 
     /// The joiner gives up on this worker. From here on every CAS of the
-    /// worker fails.
-    pub(crate) fn seal(&self) -> Sealed {
+    /// worker fails. A job found `HELD` or `RUNNING` is dated by its stamp,
+    /// or else from `stop_began` (module doc).
+    pub(crate) fn seal(&self, stop_began: Instant) -> Sealed {
         let prev = self.word.fetch_or(SEALED, Ordering::AcqRel);
         if prev & SEALED != 0 {
             return Sealed::Again;
         }
+        let since = || {
+            let stamp = self.stamp.load(Ordering::Relaxed);
+            let parity = if prev & 1 == 1 { PARITY } else { 0 };
+            if stamp & STAMPED != 0 && stamp & PARITY == parity {
+                self.epoch + Duration::from_nanos(stamp & NANOS_MASK)
+            } else {
+                stop_began
+            }
+        };
         match prev & STATE_MASK {
-            HELD => Sealed::Held(self.at(prev)),
-            RUNNING => Sealed::Running(self.at(prev)),
+            HELD => Sealed::Held(since()),
+            RUNNING => Sealed::Running(since()),
             _ => Sealed::Idle,
         }
     }
@@ -304,7 +389,12 @@ impl Tally {
 
     /// A worker handed one job back (called under the hand-back lock).
     pub(crate) fn handed_back_one(&self) {
-        self.handed_back.fetch_add(1, Ordering::Release);
+        self.handed_back_n(1);
+    }
+
+    /// Workers handed `n` jobs back (called under the hand-back lock).
+    pub(crate) fn handed_back_n(&self, n: u64) {
+        self.handed_back.fetch_add(n, Ordering::Release);
     }
 
     /// The joiner sets the handed-back count (at the seal, then final at
@@ -338,6 +428,10 @@ impl Tally {
     }
 }
 
+/// Proof that the worker is in `IDLE` (the exact word it wrote).
+#[derive(Debug)]
+pub(crate) struct Idle(u64);
+
 /// Proof that the worker is in `HELD` (the exact word it wrote).
 #[derive(Debug)]
 pub(crate) struct Held(u64);
@@ -354,54 +448,208 @@ mod tests {
         Slot::new(Instant::now())
     }
 
+    fn never() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn a_job_goes_idle_held_running_idle() {
         let s = slot();
-        let held = s.take().unwrap();
+        let held = s.take(s.start(), false).unwrap();
         let running = s.run(held).unwrap();
-        assert!(s.finish(running));
-        assert_eq!(s.seal(), Sealed::Idle);
+        assert!(s.finish(running).is_some());
+        assert_eq!(s.seal(never()), Sealed::Idle);
+    }
+
+    #[test]
+    fn a_batch_moves_running_to_running_one_cas_per_job() {
+        let s = slot();
+        let mut running = s.take_and_run(s.start(), false).unwrap();
+        for _ in 0..5 {
+            running = s.next(running, false).unwrap();
+        }
+        let idle = s.finish(running).unwrap();
+        // The job number went on counting: six jobs taken.
+        assert_eq!(idle.0, 6);
+        let held = s.take(idle, false).unwrap();
+        assert_eq!(held.0 & NUMBER_MASK, 7);
     }
 
     #[test]
     fn a_seal_while_held_makes_run_and_release_fail() {
         let s = slot();
-        let held = s.take().unwrap();
-        assert!(matches!(s.seal(), Sealed::Held(_)));
+        let held = s.take(s.start(), false).unwrap();
+        assert!(matches!(s.seal(never()), Sealed::Held(_)));
         assert!(s.run(held).is_none());
         let s = slot();
-        let held = s.take().unwrap();
-        assert!(matches!(s.seal(), Sealed::Held(_)));
-        assert!(!s.release(held));
+        let held = s.take(s.start(), false).unwrap();
+        assert!(matches!(s.seal(never()), Sealed::Held(_)));
+        assert!(s.release(held).is_none());
     }
 
     #[test]
-    fn a_seal_while_running_makes_finish_fail() {
+    fn a_seal_while_running_makes_finish_and_next_fail() {
         let s = slot();
-        let running = s.take_and_run().unwrap();
-        assert!(matches!(s.seal(), Sealed::Running(_)));
-        assert!(!s.finish(running));
-        assert_eq!(s.seal(), Sealed::Again);
+        let running = s.take_and_run(s.start(), false).unwrap();
+        assert!(matches!(s.seal(never()), Sealed::Running(_)));
+        assert!(s.finish(running).is_none());
+        assert_eq!(s.seal(never()), Sealed::Again);
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        let running = s.next(running, false).unwrap();
+        assert!(matches!(s.seal(never()), Sealed::Running(_)));
+        assert!(s.next(running, false).is_none());
     }
 
     #[test]
     fn a_sealed_idle_worker_cannot_take() {
         let s = slot();
-        assert_eq!(s.seal(), Sealed::Idle);
-        assert!(s.take().is_none());
-        assert!(s.take_and_run().is_none());
+        assert_eq!(s.seal(never()), Sealed::Idle);
+        assert!(s.take(s.start(), false).is_none());
+        assert!(s.take_and_run(s.start(), false).is_none());
     }
 
     #[test]
-    fn the_seal_reports_when_the_state_began() {
+    fn a_job_taken_after_the_stop_is_dated_by_its_stamp() {
         let s = slot();
         let before = Instant::now();
-        let _held = s.take().unwrap();
-        let Sealed::Held(at) = s.seal() else {
+        let _held = s.take(s.start(), true).unwrap();
+        let stop_began = Instant::now() + Duration::from_secs(3600);
+        let Sealed::Held(at) = s.seal(stop_began) else {
             panic!("held")
         };
         // The clock is truncated to whole nanoseconds since the epoch.
         assert!(at + Duration::from_micros(1) >= before);
+        assert!(at < stop_began, "the stamp, not the fallback");
+    }
+
+    #[test]
+    fn a_job_taken_before_the_stop_is_dated_from_the_stop() {
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        let _running = s.next(running, false).unwrap();
+        let stop_began = Instant::now();
+        assert_eq!(s.seal(stop_began), Sealed::Running(stop_began));
+    }
+
+    #[test]
+    fn a_stamp_of_the_next_job_does_not_date_the_sealed_one() {
+        // Job 1 started before the stop (no stamp); the seal lands while
+        // it runs; the worker then stamps job 2 before its `next` fails.
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        let stop_began = Instant::now();
+        let prev = s.word.load(Ordering::Relaxed);
+        s.stamp((prev & NUMBER_MASK) + 1, true);
+        assert_eq!(s.seal(stop_began), Sealed::Running(stop_began));
+        assert!(s.next(running, true).is_none());
+    }
+
+    /// The paths a worker takes with a batch of `len` jobs (unkeyed): the
+    /// first by `take_and_run`, every later one by `next`, the last ended
+    /// by `finish`; or, stopping after `done` jobs, `finish` and a hand-back
+    /// of the rest (`take` + `release`).
+    #[derive(Clone, Copy, Debug)]
+    enum BatchPath {
+        All,
+        HandBackAfter(usize),
+    }
+
+    /// Runs one batch with a seal before step `seal_at` and returns (jobs
+    /// the worker counted, jobs it handed back, jobs it gave to the late
+    /// list, what the seal found).
+    fn batch_round(
+        len: usize,
+        path: BatchPath,
+        seal_at: usize,
+    ) -> Option<(usize, usize, usize, Sealed)> {
+        let s = slot();
+        let mut step = 0;
+        let mut sealed = None;
+        let mut maybe_seal = |s: &Slot| {
+            if step == seal_at {
+                sealed = Some(s.seal(never()));
+            }
+            step += 1;
+        };
+        let (mut counted, mut back, mut late) = (0, 0, 0);
+        let stop_after = match path {
+            BatchPath::All => len,
+            BatchPath::HandBackAfter(d) => d,
+        };
+        maybe_seal(&s);
+        'batch: {
+            let Some(mut running) = s.take_and_run(s.start(), false) else {
+                late = len;
+                break 'batch;
+            };
+            let mut done = 0;
+            loop {
+                maybe_seal(&s); // the job runs
+                done += 1;
+                if done == len || done == stop_after {
+                    let Some(idle) = s.finish(running) else {
+                        late = len - done;
+                        break 'batch;
+                    };
+                    counted += 1;
+                    if done < len {
+                        maybe_seal(&s);
+                        let Some(held) = s.take(idle, true) else {
+                            late = len - done;
+                            break 'batch;
+                        };
+                        maybe_seal(&s);
+                        if s.release(held).is_some() {
+                            back = len - done;
+                        } else {
+                            late = len - done;
+                        }
+                    }
+                    break 'batch;
+                }
+                let Some(r) = s.next(running, false) else {
+                    late = len - done;
+                    break 'batch;
+                };
+                counted += 1;
+                running = r;
+            }
+        }
+        maybe_seal(&s);
+        // `None` once `seal_at` is past the path's last step.
+        sealed.map(|seal| (counted, back, late, seal))
+    }
+
+    /// Every interleaving of one batch's worker steps with one seal: every
+    /// job is counted once, by the worker, the hand-back list, or the
+    /// joiner (explicitly for the one it finds in the word, by difference
+    /// for the rest, which the worker brings to the late list).
+    #[test]
+    fn exhaustive_interleavings_of_one_batch_and_one_seal() {
+        for len in 1..=4 {
+            let mut paths = vec![BatchPath::All];
+            paths.extend((1..len).map(BatchPath::HandBackAfter));
+            for path in paths {
+                for seal_at in 0..=3 * len + 2 {
+                    let Some((counted, back, late, seal)) = batch_round(len, path, seal_at) else {
+                        assert!(seal_at > len, "every step of {path:?} was tried");
+                        break;
+                    };
+                    let ctx = format!("len {len}, {path:?}, seal before step {seal_at}: {seal:?}");
+                    // By difference the joiner counts as abandoned
+                    // everything the worker and the list did not count.
+                    let by_difference = len - counted - back;
+                    // Of those, only a job the seal caught running really
+                    // ran on a thread given up on; every other one (held,
+                    // or the rest of the batch) went to the late list,
+                    // which hands it back: none is lost.
+                    let in_flight = usize::from(matches!(seal, Sealed::Running(_)));
+                    assert_eq!(by_difference, in_flight + late, "{ctx}");
+                    assert_ne!(seal, Sealed::Again, "{ctx}");
+                }
+            }
+        }
     }
 
     /// Every interleaving of one job's worker steps with one seal: exactly
@@ -429,35 +677,35 @@ mod tests {
                 let mut step = 0;
                 let mut maybe_seal = |step: usize, s: &Slot| {
                     if step == seal_at {
-                        joiner_counts = Some(s.seal());
+                        joiner_counts = Some(s.seal(never()));
                     }
                 };
                 maybe_seal(step, &s);
                 step += 1;
                 match path {
                     Path::KeyThenRun => {
-                        if let Some(h) = s.take() {
+                        if let Some(h) = s.take(s.start(), false) {
                             maybe_seal(step, &s);
                             step += 1;
                             if let Some(r) = s.run(h) {
                                 maybe_seal(step, &s);
                                 step += 1;
-                                worker_counts = s.finish(r);
+                                worker_counts = s.finish(r).is_some();
                             }
                         }
                     }
                     Path::Direct => {
-                        if let Some(r) = s.take_and_run() {
+                        if let Some(r) = s.take_and_run(s.start(), false) {
                             maybe_seal(step, &s);
                             step += 1;
-                            worker_counts = s.finish(r);
+                            worker_counts = s.finish(r).is_some();
                         }
                     }
                     Path::HandBack => {
-                        if let Some(h) = s.take() {
+                        if let Some(h) = s.take(s.start(), false) {
                             maybe_seal(step, &s);
                             step += 1;
-                            worker_counts = s.release(h);
+                            worker_counts = s.release(h).is_some();
                         }
                     }
                 }

@@ -33,7 +33,7 @@ pub(crate) struct Queue<T> {
     pub(crate) pool_id: u64,
     /// `Some` while the pool accepts work. Written (taken) once, by `close`.
     /// Each job travels with its sequence number (see `submitted`).
-    sender: RwLock<Option<Sender<Sequenced<T>>>>,
+    sender: RwLock<Option<Sender<Item<T>>>>,
     /// Stopped by `close`, and by the runtime's root through the token tree.
     /// Blocked submits wait on its receiver alongside the channel.
     closed: StopSource,
@@ -56,11 +56,84 @@ pub(crate) struct Queue<T> {
     /// A receiver of the channel kept only to read its length for live
     /// counts (the workers and the joiner hold their own). Holding it
     /// changes nothing about disconnection: that follows the senders.
-    pending: Receiver<Sequenced<T>>,
+    pending: Receiver<Item<T>>,
+    /// Jobs in the channel's batches beyond the first of each, so that
+    /// `pending.len() + batched` counts queued jobs. Added before a batch
+    /// is sent (and taken back if the send fails), subtracted by whoever
+    /// receives it (a worker, or the joiner draining the queue). `Relaxed`:
+    /// a live count, read alone.
+    pub(crate) batched: AtomicU64,
 }
 
-/// A job and its sequence number, as it travels through a pool's channel.
+/// A job and its sequence number, as the pool keeps it for the report.
 pub(crate) type Sequenced<T> = (u64, T);
+
+/// What travels through a pool's channel: one job, or a batch of them
+/// ([`Submitter::submit_batch`]), with the sequence number of its (first)
+/// job; a batch's jobs are numbered on from there. A batch is one entry of
+/// the channel, so it takes one place of the pool's capacity.
+#[derive(Debug)]
+pub(crate) enum Item<T> {
+    One(u64, T),
+    /// Never empty.
+    Batch(u64, Vec<T>),
+}
+
+impl<T> Item<T> {
+    /// The jobs, each with its sequence number.
+    pub(crate) fn into_jobs(self) -> impl Iterator<Item = Sequenced<T>> {
+        let (first, jobs) = match self {
+            Item::One(seq, job) => (Some((seq, job)), Vec::new()),
+            Item::Batch(seq, jobs) => (
+                None,
+                jobs.into_iter().zip(seq..).map(|(j, s)| (s, j)).collect(),
+            ),
+        };
+        first.into_iter().chain(jobs)
+    }
+}
+
+/// What one send moves: a job or a batch (a private trait, so that
+/// `send` is written once for both).
+trait Payload<T>: Sized {
+    /// How many jobs.
+    fn jobs(&self) -> u64;
+    fn into_item(self, seq: u64) -> Item<T>;
+    /// Undoes `into_item` for a refused send.
+    fn from_item(item: Item<T>) -> Self;
+}
+
+struct One<T>(T);
+
+impl<T> Payload<T> for One<T> {
+    fn jobs(&self) -> u64 {
+        1
+    }
+    fn into_item(self, seq: u64) -> Item<T> {
+        Item::One(seq, self.0)
+    }
+    fn from_item(item: Item<T>) -> Self {
+        match item {
+            Item::One(_, job) => One(job),
+            Item::Batch(..) => unreachable!("a job was sent, not a batch"),
+        }
+    }
+}
+
+impl<T> Payload<T> for Vec<T> {
+    fn jobs(&self) -> u64 {
+        self.len() as u64
+    }
+    fn into_item(self, seq: u64) -> Item<T> {
+        Item::Batch(seq, self)
+    }
+    fn from_item(item: Item<T>) -> Self {
+        match item {
+            Item::Batch(_, jobs) => jobs,
+            Item::One(..) => unreachable!("a batch was sent, not a job"),
+        }
+    }
+}
 
 enum Refused<T> {
     Full(T),
@@ -72,8 +145,8 @@ impl<T> Queue<T> {
     pub(crate) fn new(
         name: Arc<str>,
         pool_id: u64,
-        sender: Sender<Sequenced<T>>,
-        pending: Receiver<Sequenced<T>>,
+        sender: Sender<Item<T>>,
+        pending: Receiver<Item<T>>,
         closed: StopSource,
         tally: Arc<Tally>,
     ) -> Queue<T> {
@@ -87,7 +160,14 @@ impl<T> Queue<T> {
             submitted: AtomicU64::new(0),
             tally,
             pending,
+            batched: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a batch of `len` jobs that left the channel (`batched`).
+    pub(crate) fn took_batch(&self, len: usize) {
+        self.batched
+            .fetch_sub(len.saturating_sub(1) as u64, Ordering::Relaxed);
     }
 
     /// The pool's live counts (`PoolStats` says what holds). Every load is
@@ -104,7 +184,10 @@ impl<T> Queue<T> {
         let abandoned = t.abandoned();
         let handed_back = t.handed_back();
         let in_flight = t.in_flight();
-        let queued = self.pending.len();
+        let queued = self
+            .pending
+            .len()
+            .saturating_add(self.batched.load(Ordering::Relaxed) as usize);
         // Relaxed: only its value is wanted; the `Acquire` loads above
         // already order it after every increment they imply.
         let submitted = self.submitted.load(Ordering::Relaxed);
@@ -146,28 +229,46 @@ impl<T> Queue<T> {
         self.closed.is_stopping()
     }
 
-    /// Sends `job`, blocking until `deadline` (`None`: forever) if `block`.
-    fn send(&self, job: T, block: bool, deadline: Option<Instant>) -> Result<(), Refused<T>> {
+    /// Sends `payload` (a job or a non-empty batch), blocking until
+    /// `deadline` (`None`: forever) if `block`. A batch goes in whole or not
+    /// at all.
+    fn send<P: Payload<T>>(
+        &self,
+        payload: P,
+        block: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), Refused<P>> {
         let guard = self.sender.read();
         let Some(tx) = guard.as_ref() else {
-            return Err(Refused::Stopped(job));
+            return Err(Refused::Stopped(payload));
         };
-        let mut job = job;
+        let n = payload.jobs();
+        let mut payload = payload;
         loop {
             // Checked first on every round, so a submit that is woken by the
             // stop refuses even if the queue has room at the same moment.
             if self.closed.is_stopping() {
-                return Err(Refused::Stopped(job));
+                return Err(Refused::Stopped(payload));
             }
-            let seq = self.submitted.fetch_add(1, Ordering::Relaxed);
-            match tx.try_send((seq, job)) {
+            let seq = self.submitted.fetch_add(n, Ordering::Relaxed);
+            if n > 1 {
+                self.batched.fetch_add(n - 1, Ordering::Relaxed);
+            }
+            match tx.try_send(payload.into_item(seq)) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    self.submitted.fetch_sub(1, Ordering::Relaxed);
+                    self.submitted.fetch_sub(n, Ordering::Relaxed);
+                    if n > 1 {
+                        self.batched.fetch_sub(n - 1, Ordering::Relaxed);
+                    }
                     match e {
-                        TrySendError::Disconnected((_, j)) => return Err(Refused::Stopped(j)),
-                        TrySendError::Full((_, j)) if !block => return Err(Refused::Full(j)),
-                        TrySendError::Full((_, j)) => job = j,
+                        TrySendError::Disconnected(i) => {
+                            return Err(Refused::Stopped(P::from_item(i)))
+                        }
+                        TrySendError::Full(i) if !block => {
+                            return Err(Refused::Full(P::from_item(i)))
+                        }
+                        TrySendError::Full(i) => payload = P::from_item(i),
                     }
                 }
             }
@@ -182,9 +283,27 @@ impl<T> Queue<T> {
                 Some(d) => sel.ready_deadline(d),
             };
             if ready.is_err() {
-                return Err(Refused::Timeout(job));
+                return Err(Refused::Timeout(payload));
             }
         }
+    }
+
+    /// Sends a batch as `send` does; an empty one is accepted (nothing to
+    /// send) unless the pool is closed.
+    fn send_batch(
+        &self,
+        jobs: Vec<T>,
+        block: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), Refused<Vec<T>>> {
+        if jobs.is_empty() {
+            return if self.is_closed() || self.sender.read().is_none() {
+                Err(Refused::Stopped(jobs))
+            } else {
+                Ok(())
+            };
+        }
+        self.send(jobs, block, deadline)
     }
 }
 
@@ -236,8 +355,10 @@ impl<T> Submitter<T> {
     /// runtime is stopping — also when this call was already blocked when
     /// the stop began.
     pub fn submit(&self, job: T) -> Result<(), SubmitError<T>> {
-        self.queue.send(job, true, None).map_err(|r| match r {
-            Refused::Full(j) | Refused::Timeout(j) | Refused::Stopped(j) => SubmitError(j),
+        self.queue.send(One(job), true, None).map_err(|r| match r {
+            Refused::Full(One(j)) | Refused::Timeout(One(j)) | Refused::Stopped(One(j)) => {
+                SubmitError(j)
+            }
         })
     }
 
@@ -249,9 +370,9 @@ impl<T> Submitter<T> {
     /// "full" unless a worker is waiting right now), [`TrySubmitError::Stopped`]
     /// once the pool is closed or stopping. Both hold the job.
     pub fn try_submit(&self, job: T) -> Result<(), TrySubmitError<T>> {
-        self.queue.send(job, false, None).map_err(|r| match r {
-            Refused::Full(j) | Refused::Timeout(j) => TrySubmitError::Full(j),
-            Refused::Stopped(j) => TrySubmitError::Stopped(j),
+        self.queue.send(One(job), false, None).map_err(|r| match r {
+            Refused::Full(One(j)) | Refused::Timeout(One(j)) => TrySubmitError::Full(j),
+            Refused::Stopped(One(j)) => TrySubmitError::Stopped(j),
         })
     }
 
@@ -278,10 +399,12 @@ impl<T> Submitter<T> {
     }
 
     fn submit_until(&self, job: T, deadline: Option<Instant>) -> Result<(), SubmitTimeoutError<T>> {
-        self.queue.send(job, true, deadline).map_err(|r| match r {
-            Refused::Full(j) | Refused::Timeout(j) => SubmitTimeoutError::Timeout(j),
-            Refused::Stopped(j) => SubmitTimeoutError::Stopped(j),
-        })
+        self.queue
+            .send(One(job), true, deadline)
+            .map_err(|r| match r {
+                Refused::Full(One(j)) | Refused::Timeout(One(j)) => SubmitTimeoutError::Timeout(j),
+                Refused::Stopped(One(j)) => SubmitTimeoutError::Stopped(j),
+            })
     }
 
     /// Submits every job of `jobs` in order, blocking while the queue is
@@ -321,6 +444,181 @@ impl<T> Submitter<T> {
             submitted += 1;
         }
         Ok(submitted)
+    }
+
+    /// Submits every job of `jobs` as one batch, in one channel operation,
+    /// blocking while the queue is full: the way to move many small jobs
+    /// at a fraction of the per-job cost of [`submit`](Submitter::submit).
+    ///
+    /// The batch goes in whole or not at all, and takes one place of the
+    /// pool's capacity (the capacity bounds the channel's entries; a batch
+    /// is one). A worker takes the whole batch and runs its jobs in order,
+    /// one after another; other workers take other entries meanwhile, so
+    /// cut work into several batches to spread it over the workers (or use
+    /// [`feed_batched`](Submitter::feed_batched)). Each job is still one job
+    /// everywhere else: numbered, counted in [`PoolStats`] and the report
+    /// one by one, its error or panic caught on its own, and at the stop:
+    ///
+    /// * under [`DrainPolicy::HandBack`](crate::DrainPolicy::HandBack), a
+    ///   worker finishes the job it is in and hands back the rest of its
+    ///   batch, in order, with the queued jobs;
+    /// * past the drain deadline, the rest of the batch of a worker still
+    ///   in a job is counted abandoned with that job, and handed back
+    ///   instead if the worker's job returns before the report is made
+    ///   (only the job in flight is named by its key). No job is lost
+    ///   either way.
+    ///
+    /// An empty batch is accepted and does nothing (unless the pool is
+    /// closed). In [`PoolStats`] the jobs of a batch a worker holds count as
+    /// neither queued nor in flight, except the one it runs.
+    ///
+    /// # Errors
+    ///
+    /// Returns the whole batch inside [`SubmitError`] once the pool is
+    /// closed or the runtime is stopping, also when this call was already
+    /// blocked when the stop began; none of its jobs went in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let pool = rt.pool::<u64>("sum").workers(2).start(|_, _| Ok(()))?;
+    /// pool.submit_batch((0..1000).collect()).expect("running");
+    /// pool.close();
+    /// let refused = pool.submit_batch(vec![1, 2, 3]).unwrap_err();
+    /// assert_eq!(refused.into_inner(), [1, 2, 3]);
+    /// drop(pool);
+    /// let report = rt.run();
+    /// assert_eq!(report.pools[0].succeeded, 1000);
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn submit_batch(&self, jobs: Vec<T>) -> Result<(), SubmitError<Vec<T>>> {
+        self.queue
+            .send_batch(jobs, true, None)
+            .map_err(|r| match r {
+                Refused::Full(j) | Refused::Timeout(j) | Refused::Stopped(j) => SubmitError(j),
+            })
+    }
+
+    /// Submits `jobs` as one batch if the queue has room now; never blocks.
+    /// As [`submit_batch`](Submitter::submit_batch) otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySubmitError::Full`] if the queue is full,
+    /// [`TrySubmitError::Stopped`] once the pool is closed or stopping. Both
+    /// hold the whole batch.
+    pub fn try_submit_batch(&self, jobs: Vec<T>) -> Result<(), TrySubmitError<Vec<T>>> {
+        self.queue
+            .send_batch(jobs, false, None)
+            .map_err(|r| match r {
+                Refused::Full(j) | Refused::Timeout(j) => TrySubmitError::Full(j),
+                Refused::Stopped(j) => TrySubmitError::Stopped(j),
+            })
+    }
+
+    /// Submits `jobs` as one batch, blocking at most `timeout` while the
+    /// queue is full. As [`submit_batch`](Submitter::submit_batch)
+    /// otherwise; a timeout too large to add to now blocks without limit.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitTimeoutError::Timeout`] if the queue stayed full,
+    /// [`SubmitTimeoutError::Stopped`] once the pool is closed or stopping.
+    /// Both hold the whole batch.
+    pub fn submit_batch_timeout(
+        &self,
+        jobs: Vec<T>,
+        timeout: Duration,
+    ) -> Result<(), SubmitTimeoutError<Vec<T>>> {
+        self.submit_batch_until(jobs, Instant::now().checked_add(timeout))
+    }
+
+    /// Submits `jobs` as one batch, blocking until `deadline` at most while
+    /// the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_batch_timeout`](Submitter::submit_batch_timeout).
+    pub fn submit_batch_deadline(
+        &self,
+        jobs: Vec<T>,
+        deadline: Instant,
+    ) -> Result<(), SubmitTimeoutError<Vec<T>>> {
+        self.submit_batch_until(jobs, Some(deadline))
+    }
+
+    fn submit_batch_until(
+        &self,
+        jobs: Vec<T>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SubmitTimeoutError<Vec<T>>> {
+        self.queue
+            .send_batch(jobs, true, deadline)
+            .map_err(|r| match r {
+                Refused::Full(j) | Refused::Timeout(j) => SubmitTimeoutError::Timeout(j),
+                Refused::Stopped(j) => SubmitTimeoutError::Stopped(j),
+            })
+    }
+
+    /// Submits every job of `jobs` in order, in batches of `batch_len`
+    /// jobs ([`submit_batch`](Submitter::submit_batch); the last batch may
+    /// be shorter), blocking while the queue is full, and returns how many
+    /// jobs were submitted. A `batch_len` of 0 counts as 1.
+    ///
+    /// Jobs wait in the batch being filled until it is full, so a slow
+    /// iterator delays its first jobs; and up to `capacity × batch_len`
+    /// jobs can be queued. A few hundred jobs per batch already makes the
+    /// channel's cost per job small (`BENCHMARKS.md`).
+    ///
+    /// # Errors
+    ///
+    /// When the pool closes or stops, returns a [`FeedError`] holding the
+    /// refused batch (`job`) and the rest of the iterator, untouched;
+    /// [`FeedError::into_unsubmitted_jobs`] chains them.
+    ///
+    /// ```
+    /// use winddown::Runtime;
+    ///
+    /// let mut rt = Runtime::builder().signals(false).build()?;
+    /// let pool = rt.pool::<u32>("p").workers(2).start(|_, _| Ok(()))?;
+    /// assert_eq!(pool.feed_batched(0..10_000, 256).expect("running"), 10_000);
+    /// pool.close();
+    /// let err = pool.feed_batched(0..5, 2).unwrap_err();
+    /// assert_eq!(err.job, [0, 1]); // the refused batch
+    /// assert_eq!(err.into_unsubmitted_jobs().collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    /// drop(pool);
+    /// assert_eq!(rt.run().pools[0].succeeded, 10_000);
+    /// # Ok::<(), winddown::BuildError>(())
+    /// ```
+    pub fn feed_batched<I>(
+        &self,
+        jobs: I,
+        batch_len: usize,
+    ) -> Result<u64, FeedError<Vec<T>, I::IntoIter>>
+    where
+        I: IntoIterator<Item = T>,
+    {
+        let batch_len = batch_len.max(1);
+        let mut rest = jobs.into_iter();
+        let mut submitted = 0;
+        loop {
+            let batch: Vec<T> = rest.by_ref().take(batch_len).collect();
+            if batch.is_empty() {
+                return Ok(submitted);
+            }
+            let n = batch.len() as u64;
+            if let Err(SubmitError(job)) = self.submit_batch(batch) {
+                return Err(FeedError {
+                    job,
+                    rest,
+                    submitted,
+                });
+            }
+            submitted += n;
+        }
     }
 
     /// Closes the pool for every submitter: "no more work". Jobs already
@@ -545,13 +843,15 @@ impl<T> fmt::Display for SubmitTimeoutError<T> {
 
 impl<T: Send> Error for SubmitTimeoutError<T> {}
 
-/// [`Submitter::feed`] stopped early: the pool closed or is stopping.
+/// [`Submitter::feed`] or [`Submitter::feed_batched`] stopped early: the
+/// pool closed or is stopping.
 ///
-/// Holds the refused job and the rest of the iterator, so the caller can
-/// account for everything that did not go in.
+/// Holds the refused job (for `feed_batched`, `T` is `Vec<Job>`: the
+/// refused batch) and the rest of the iterator, so the caller can account
+/// for everything that did not go in.
 #[non_exhaustive]
 pub struct FeedError<T, I> {
-    /// The job that was refused.
+    /// The job that was refused (the batch, for `feed_batched`).
     pub job: T,
     /// The jobs not yet taken from the iterator.
     pub rest: I,
@@ -564,6 +864,14 @@ impl<T, I: Iterator<Item = T>> FeedError<T, I> {
     /// rest of the iterator.
     pub fn into_unsubmitted(self) -> std::iter::Chain<std::iter::Once<T>, I> {
         std::iter::once(self.job).chain(self.rest)
+    }
+}
+
+impl<T, I: Iterator<Item = T>> FeedError<Vec<T>, I> {
+    /// For [`Submitter::feed_batched`]: returns every job that was not
+    /// submitted, the refused batch's then the rest of the iterator.
+    pub fn into_unsubmitted_jobs(self) -> std::iter::Chain<std::vec::IntoIter<T>, I> {
+        self.job.into_iter().chain(self.rest)
     }
 }
 
