@@ -6,91 +6,27 @@
 //! panicked or handed back — and that an interrupted run and its resume
 //! process every id exactly once.
 //!
-//! The helpers of `tests/support/` are shared with `tests/signals.rs`; the
-//! small `Batch` wrapper here is this file's own.
+//! The `Batch` harness (`tests/support/batch.rs`) is shared with
+//! `tests/signals.rs`.
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::process::{example, Child, Exit, Ledger};
+use support::batch::{Batch, HANG};
+use support::process::Ledger;
+use support::seed;
 
-/// Generous: a debug build on two busy cores. Only "does not hang".
-const HANG: Duration = Duration::from_secs(30);
-
-/// One run of `batch --engine rayon` with a ledger and a JSON report in a
-/// temporary directory.
-struct Batch {
-    child: Child,
-    dir: tempfile::TempDir,
-    items: u64,
+/// `batch --engine rayon`: `Batch::start` with the engine switch first.
+fn start(items: u64, args: &[&str]) -> Batch {
+    Batch::start(items, &[&["--engine", "rayon"], args].concat())
 }
 
-impl Batch {
-    /// Starts `batch --quiet --engine rayon --items N --ledger <dir>/<ledger>
-    /// --report <dir>/report.json args…` and waits for `ready`.
-    fn start_in(dir: tempfile::TempDir, ledger: &str, items: u64, args: &[&str]) -> Batch {
-        let mut argv: Vec<String> = Vec::new();
-        if inherited_ignored_signals() {
-            // Start the child from the default dispositions, as a terminal
-            // would (a background job of a script ignores SIGINT).
-            argv.push("env".to_owned());
-            argv.push("--default-signal=INT,TERM,HUP,QUIT".to_owned());
-        }
-        argv.push(example("batch").display().to_string());
-        argv.extend(
-            [
-                "--quiet",
-                "--engine",
-                "rayon",
-                "--items",
-                &items.to_string(),
-                "--ledger",
-                &dir.path().join(ledger).display().to_string(),
-                "--report",
-                &dir.path().join("report.json").display().to_string(),
-            ]
-            .map(str::to_owned),
-        );
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let child = Child::spawn(Path::new(&argv[0]), &argv[1..], &dir.path().join("stderr"));
-        child.expect_line("ready", HANG);
-        Batch { child, dir, items }
-    }
-
-    fn start(items: u64, args: &[&str]) -> Batch {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        Batch::start_in(dir, "ledger", items, args)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Waits for the exit; returns it with the ledger and the report.
-    fn finish(&mut self) -> (Exit, Ledger, Value) {
-        let exit = self.child.wait_exit(HANG);
-        let ledger = Ledger::read(&self.path("ledger"));
-        let report = std::fs::read(self.path("report.json"))
-            .map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"))
-            .unwrap_or(Value::Null);
-        (exit, ledger, report)
-    }
-}
-
-/// Whether this test process has SIGINT, SIGTERM, SIGHUP or SIGQUIT ignored
-/// (its children would inherit that).
-fn inherited_ignored_signals() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let mask = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .unwrap_or(0);
-    [1u32, 2, 3, 15].iter().any(|n| mask & (1 << (n - 1)) != 0)
+/// As [`start`], with the ledger named `ledger` in `dir`.
+fn start_in(dir: tempfile::TempDir, ledger: &str, items: u64, args: &[&str]) -> Batch {
+    Batch::start_in(dir, ledger, items, &[&["--engine", "rayon"], args].concat())
 }
 
 /// The report's counts against the ledger, the accounting identity, and
@@ -138,24 +74,9 @@ fn assert_consistent(items: u64, ledger: &Ledger, report: &Value, context: &str)
     assert_eq!(ids, ledger.ids("handback"), "{context}");
 }
 
-/// The seed for the random tests: `WINDDOWN_TEST_SEED` or the clock,
-/// printed so a failure can be replayed.
-fn seed() -> u64 {
-    let seed = std::env::var("WINDDOWN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("seed {seed} (replay with WINDDOWN_TEST_SEED={seed})");
-    seed
-}
-
 #[test]
 fn a_rayon_run_without_a_signal_completes_with_every_item_done() {
-    let mut run = Batch::start(500, &["--work", "0-1ms", "--workers", "3", "--hooks", "2"]);
+    let mut run = start(500, &["--work", "0-1ms", "--workers", "3", "--hooks", "2"]);
     let (exit, ledger, report) = run.finish();
     assert_eq!(exit.code, Some(0), "{}", run.child.stderr_text());
     assert_eq!(report["reason"], "completed");
@@ -201,7 +122,7 @@ fn a_signal_at_a_random_moment_of_a_rayon_run_accounts_for_every_item_exactly_on
             "--hook-ms",
             "1",
         ];
-        let mut run = Batch::start(4000, &args);
+        let mut run = start(4000, &args);
         // The moment is the point of this test, not a synchronisation.
         std::thread::sleep(delay);
         run.child.signal(signal);
@@ -229,7 +150,7 @@ fn an_interrupted_rayon_run_and_its_resume_process_every_id_exactly_once() {
     for round in 0..4 {
         // At least 1 ms of CPU per item on at most two threads: the first
         // run needs 1.5 s or more, and its signal comes at most 0.4 s in.
-        let mut first = Batch::start(
+        let mut first = start(
             items,
             &["--work", "1ms", "--workers", "2", "--fail-every", "97"],
         );
@@ -253,7 +174,7 @@ fn an_interrupted_rayon_run_and_its_resume_process_every_id_exactly_once() {
         );
 
         let ledger1 = first.path("ledger").display().to_string();
-        let mut second = Batch::start_in(
+        let mut second = start_in(
             first.dir,
             "ledger2",
             items,
@@ -304,7 +225,7 @@ fn an_interrupted_rayon_run_and_its_resume_process_every_id_exactly_once() {
 fn a_second_signal_during_a_rayon_drain_exits_at_once_with_the_forced_code() {
     // Item 1 holds its thread until the hard stop, 60 s away: only the
     // second signal can end this run quickly.
-    let mut run = Batch::start(
+    let mut run = start(
         1000,
         &["--coop-stuck", "1", "--grace", "60000", "--work", "1ms"],
     );
@@ -324,7 +245,7 @@ fn a_second_signal_during_a_rayon_drain_exits_at_once_with_the_forced_code() {
 
 #[test]
 fn a_rayon_item_that_watches_the_hard_token_ends_the_drain_at_the_deadline() {
-    let mut run = Batch::start(
+    let mut run = start(
         400,
         &[
             "--coop-stuck",
