@@ -55,10 +55,14 @@
 //! has no `abandoned` line: rayon pools count abandoned items by piece,
 //! without their ids.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{parse_work, say, Ledger, Work};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -67,7 +71,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use parking_lot::Mutex;
 use winddown::{
     DrainPolicy, Handle, Phase, PoolId, Report, Runtime, Signal, StopReason, Token, TrySubmitError,
 };
@@ -190,80 +193,11 @@ enum Policy {
     Handback,
 }
 
-/// CPU time per item: uniform in `min..=max`.
-#[derive(Clone, Copy, Debug)]
-struct Work {
-    min: Duration,
-    max: Duration,
-}
-
-fn parse_work(s: &str) -> Result<Work, String> {
-    let unit_at = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("`{s}`: no unit (us, ms or s)"))?;
-    let (nums, unit) = s.split_at(unit_at);
-    let scale: fn(u64) -> Duration = match unit {
-        "us" => Duration::from_micros,
-        "ms" => Duration::from_millis,
-        "s" => Duration::from_secs,
-        _ => return Err(format!("`{unit}`: unknown unit (us, ms or s)")),
-    };
-    let num = |n: &str| n.trim().parse::<u64>().map_err(|e| format!("`{n}`: {e}"));
-    let (min, max) = match nums.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => (num(nums)?, num(nums)?),
-    };
-    if min > max {
-        return Err(format!("`{s}`: the range is empty"));
-    }
-    Ok(Work {
-        min: scale(min),
-        max: scale(max),
-    })
-}
-
 /// One unit of work.
 #[derive(Debug)]
 struct Item {
     id: u64,
     cost: Duration,
-}
-
-/// The event log: every line is one `write` on a file opened for appending,
-/// so lines are whole and on disk (in the page cache) as soon as they are
-/// written, even if the process then ends at once.
-#[derive(Clone)]
-struct Ledger(Option<Arc<Mutex<File>>>);
-
-impl Ledger {
-    fn open(path: Option<&Path>) -> anyhow::Result<Ledger> {
-        let Some(path) = path else {
-            return Ok(Ledger(None));
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("open ledger {}", path.display()))?;
-        Ok(Ledger(Some(Arc::new(Mutex::new(file)))))
-    }
-
-    fn log(&self, line: std::fmt::Arguments<'_>) {
-        if let Some(file) = &self.0 {
-            let line = format!("{line}\n");
-            // A lost ledger line would make the accounting lie: say so.
-            if let Err(e) = file.lock().write_all(line.as_bytes()) {
-                eprintln!("ledger write failed: {e}");
-            }
-        }
-    }
-}
-
-/// Prints a line on stdout and flushes it at once (the tests wait for it).
-fn say(line: std::fmt::Arguments<'_>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 // ===== Output: for programs or for people =====

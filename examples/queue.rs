@@ -97,8 +97,10 @@
 //! whose connection cannot be opened takes no job and is reported; if none
 //! can, the pool closes and its queued jobs come back at the stop.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{parse_work, say, Ledger, Work};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -109,7 +111,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, ValueEnum};
 use crossbeam_channel::{after, never, select, Receiver, Sender};
-use parking_lot::Mutex;
 use rusqlite::{params, Connection, TransactionBehavior};
 use winddown::{DrainPolicy, HookOutcome, Report, Runtime, Submitter, Token, TrySubmitError};
 
@@ -195,38 +196,6 @@ enum Policy {
     Handback,
 }
 
-/// Work time per job: uniform in `min..=max`.
-#[derive(Clone, Copy, Debug)]
-struct Work {
-    min: Duration,
-    max: Duration,
-}
-
-fn parse_work(s: &str) -> Result<Work, String> {
-    let at = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("`{s}`: no unit (us, ms or s)"))?;
-    let (nums, unit) = s.split_at(at);
-    let scale: fn(u64) -> Duration = match unit {
-        "us" => Duration::from_micros,
-        "ms" => Duration::from_millis,
-        "s" => Duration::from_secs,
-        _ => return Err(format!("`{unit}`: unknown unit (us, ms or s)")),
-    };
-    let num = |n: &str| n.trim().parse::<u64>().map_err(|e| format!("`{n}`: {e}"));
-    let (lo, hi) = match nums.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => (num(nums)?, num(nums)?),
-    };
-    if lo > hi {
-        return Err(format!("`{s}`: the range is empty"));
-    }
-    Ok(Work {
-        min: scale(lo),
-        max: scale(hi),
-    })
-}
-
 /// One claimed job, as the pool carries it.
 #[derive(Debug)]
 struct Job {
@@ -235,43 +204,6 @@ struct Job {
 }
 
 // ===== Ledger and stdout =====
-
-/// The event log: each line is one `write` on a file opened for appending,
-/// so it is whole and in the page cache as soon as it is written, and a
-/// SIGKILL right after loses nothing.
-#[derive(Clone)]
-struct Ledger(Option<Arc<Mutex<File>>>);
-
-impl Ledger {
-    fn open(path: Option<&Path>) -> anyhow::Result<Ledger> {
-        let Some(path) = path else {
-            return Ok(Ledger(None));
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("open ledger {}", path.display()))?;
-        Ok(Ledger(Some(Arc::new(Mutex::new(file)))))
-    }
-
-    fn log(&self, line: std::fmt::Arguments<'_>) {
-        if let Some(file) = &self.0 {
-            let line = format!("{line}\n");
-            // A lost line would make the accounting lie: say so.
-            if let Err(e) = file.lock().write_all(line.as_bytes()) {
-                eprintln!("ledger write failed: {e}");
-            }
-        }
-    }
-}
-
-/// Prints a line on stdout and flushes it at once (the tests wait for it).
-fn say(line: std::fmt::Arguments<'_>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
 
 // ===== The store: every statement on the jobs table =====
 
