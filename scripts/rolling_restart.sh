@@ -142,6 +142,10 @@ defaults
     timeout server 30s
     retries 2
     option redispatch
+    # A request on a reused keep-alive connection that the replica closed as
+    # it stopped (the race every keep-alive server has at its close) gets no
+    # response; HAProxy may resend such a request to another replica.
+    retry-on conn-failure empty-response response-timeout
 frontend front
     bind 127.0.0.1:$FRONT_PORT
     default_backend be

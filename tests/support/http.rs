@@ -284,9 +284,16 @@ impl Client {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
     }
 
+    /// One `read` into the buffer; a read interrupted by a signal (EINTR:
+    /// a handler in this test process, not the server) is retried.
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk)?;
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
