@@ -274,23 +274,47 @@ fn main() {
             b.push(t);
             t
         });
-        // Ten more alternating pairs outside criterion, for the ratio.
+        // The verdict: pairs outside criterion, each call timed warm
+        // (right after an untimed call on the same pool) while the other
+        // pool's threads sleep, in a random order within each pair. In
+        // criterion's blocks, and in back-to-back alternation, the pool
+        // that just finished still has a thread spinning in rayon's idle
+        // loop on one CPU when the other pool starts, and the kernel then
+        // often places both of the other pool's threads on the remaining
+        // CPU (a 2x mode, seen with `perf record --sample-cpu`): whichever
+        // pool runs second pays for it, which measures the order, not the
+        // code.
         let (mut pa, mut pb) = (Vec::new(), Vec::new());
         if r1 && r2 {
-            for _ in 0..if smoke { 2 } else { 15 } {
-                pa.push(per_item_plain(&plain, n));
-                pb.push(per_item_winddown(&ours, n));
+            for _ in 0..if smoke { 2 } else { 31 } {
+                let plain_first = fastrand::bool();
+                for first in [true, false] {
+                    wait_quiescent(4, false);
+                    if first == plain_first {
+                        per_item_plain(&plain, n);
+                        pa.push(per_item_plain(&plain, n));
+                    } else {
+                        per_item_winddown(&ours, n);
+                        pb.push(per_item_winddown(&ours, n));
+                    }
+                }
             }
-            let (sa, sb) = (
-                Stats::of(a.iter().chain(&pa).copied()),
-                Stats::of(b.iter().chain(&pb).copied()),
-            );
+            let (ca, cb) = (Stats::of(a.iter().copied()), Stats::of(b.iter().copied()));
+            let (sa, sb) = (Stats::of(pa.iter().copied()), Stats::of(pb.iter().copied()));
             // Totals for N items (a per-item Duration would round to ns).
+            add(&mut rows, &format!("{group}/criterion"), "plain", ca, None);
+            add(
+                &mut rows,
+                &format!("{group}/criterion"),
+                "winddown",
+                cb,
+                Some(ca),
+            );
             add(&mut rows, group, "plain", sa, None);
             add(&mut rows, group, "winddown", sb, Some(sa));
             let per = |s: Stats| s.median.as_secs_f64() * 1e9 / n as f64;
             rows.push(format!(
-                "{group:<22} per item: plain {:.3} ns, winddown {:.3} ns (medians of the {n}-item totals above)",
+                "{group:<22} per item: plain {:.3} ns, winddown {:.3} ns (medians of the {n}-item totals of the pairs)",
                 per(sa),
                 per(sb)
             ));
@@ -302,7 +326,7 @@ fn main() {
             let mut sorted = pairs.clone();
             sorted.sort_by(f64::total_cmp);
             rows.push(format!(
-                "{group:<22} paired ratio (alternating runs): median {:.3}x, min {:.3}x, max {:.3}x",
+                "{group:<22} paired ratio (warm, the other pool asleep, random order): median {:.3}x, min {:.3}x, max {:.3}x",
                 sorted[sorted.len() / 2],
                 sorted[0],
                 sorted[sorted.len() - 1]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rayon::prelude::*;
 use winddown::{Report, Runtime, ScopeError, StopReason};
 
 /// Only "does not hang".
@@ -199,6 +200,63 @@ fn par_map_stopping_early_returns_results_with_positions_and_the_remainder() {
     assert_eq!(p.failed as usize, mapped.failed.len());
     assert_eq!(p.abandoned, 0);
     balanced(&report, "m");
+}
+
+/// Positions are not carried with the items but computed from what each
+/// leaf has left; a chained input makes rayon feed one folder from two
+/// iterators in turn (`Chain`'s producer folds `a`, then `b`), so a
+/// position that restarted at each iterator would show here — in the
+/// results, the failures and the remainder — with and without a stop.
+#[test]
+fn a_chained_input_keeps_every_position_across_the_iterators_of_one_piece() {
+    let mut cut_some = false;
+    for stop_at in [None, Some(1_500u64), Some(2_900)] {
+        let mut rt = runtime();
+        let handle = rt.handle();
+        let pool = rt.rayon("chain").threads(2).build().unwrap();
+        let (a, b): (Vec<u64>, Vec<u64>) = ((0..1_000).collect(), (1_000..3_000).collect());
+        // `with_min_len` drives the chain through its producer, which
+        // folds both halves into one folder where a leaf straddles them
+        // (a plain `chain` splits the consumer at the junction instead).
+        let input = a.clone().into_par_iter().chain(b.clone()).with_min_len(1);
+        let mapped = pool.par_map(input, |x, _| {
+            if Some(x) == stop_at {
+                handle.request("enough");
+            }
+            winddown::anyhow::ensure!(x % 11 != 5, "eleven");
+            Ok(x * 2)
+        });
+        // The value of the item at position `at` is `at` itself.
+        for &(at, r) in &mapped.results {
+            assert_eq!(r, at as u64 * 2, "a result at the wrong position");
+        }
+        for &(at, x) in &mapped.remainder {
+            assert_eq!(x, at as u64, "a handed-back item at the wrong position");
+        }
+        for &at in &mapped.failed {
+            assert_eq!(at % 11, 5, "a failure at the wrong position");
+        }
+        let mut positions: Vec<usize> = mapped.results.iter().map(|(at, _)| *at).collect();
+        positions.extend(&mapped.failed);
+        positions.extend(mapped.remainder.iter().map(|(at, _)| *at));
+        positions.sort_unstable();
+        assert_eq!(positions, (0..3_000).collect::<Vec<_>>(), "nothing dropped");
+        cut_some |= !mapped.remainder.is_empty();
+        if stop_at.is_none() {
+            assert!(mapped.outcome.is_complete() && mapped.remainder.is_empty());
+            assert_eq!(
+                mapped.failed.len(),
+                (0..3_000).filter(|i| i % 11 == 5).count()
+            );
+        }
+        drop(pool);
+        let report = rt.run();
+        balanced(&report, "chain");
+    }
+    assert!(
+        cut_some,
+        "no stop handed anything back: the remainder's positions went unchecked"
+    );
 }
 
 #[test]
