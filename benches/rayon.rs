@@ -357,10 +357,50 @@ fn main() {
                 stats.push((imp, to_ret, beyond));
             }
         }
+        // Then interleaved pairs in a random order, which the verdict
+        // uses: criterion runs each implementation's block after the
+        // other's, and on this shared VM a slow phase of a few seconds
+        // (every sample of one block ≈ 10x, the other block untouched) then
+        // lands on one side only.
+        if stats.len() == 2 {
+            let (mut pa, mut pb) = (Vec::new(), Vec::new());
+            for _ in 0..if smoke { 2 } else { 25 } {
+                if fastrand::bool() {
+                    pa.push(stop_plain(threads));
+                    pb.push(stop_winddown(threads));
+                } else {
+                    pb.push(stop_winddown(threads));
+                    pa.push(stop_plain(threads));
+                }
+            }
+            for (imp, got) in [("plain-atomic", pa), ("winddown", pb)] {
+                let to_ret = Stats::of(got.iter().map(|s| s.to_return));
+                let beyond = Stats::of(got.iter().map(|s| s.beyond));
+                stats.push((imp, to_ret, beyond));
+            }
+        }
         let base = stats
             .iter()
             .find(|(i, _, _)| *i == "plain-atomic")
             .map(|s| (s.1, s.2));
+        let interleaved = stats.split_off(stats.len().min(2));
+        let base_i = interleaved.first().map(|s| (s.1, s.2));
+        for (imp, to_ret, beyond) in interleaved {
+            add(
+                &mut rows,
+                &format!("{group}/stop→return/paired"),
+                imp,
+                to_ret,
+                base_i.map(|b| b.0),
+            );
+            add(
+                &mut rows,
+                &format!("{group}/beyond/paired"),
+                imp,
+                beyond,
+                base_i.map(|b| b.1),
+            );
+        }
         for (imp, to_ret, beyond) in stats {
             add(
                 &mut rows,
