@@ -48,7 +48,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rayon::iter::plumbing::{Consumer, Folder, Producer, ProducerCallback, Reducer};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
 
@@ -228,7 +228,7 @@ impl RayonBuilder<'_> {
             fail_fast,
             threads: ids,
             pool: Mutex::new(Some(Arc::new(pool))),
-            gate: Mutex::new(None),
+            gate: RwLock::new(None),
             counts: Counts::default(),
             errors: Mutex::new(Vec::new()),
             stashes: Mutex::new(Vec::new()),
@@ -740,9 +740,13 @@ struct Core {
     /// last call returns.
     pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
     /// The seal gate: `None` until the seal, then the counts as they were.
+    /// Pieces count under its read side (many at once: at a stop, every
+    /// thread's piece completes at the same moment, and a mutex there
+    /// queued them behind whichever holder the kernel had preempted); the
+    /// seal takes the write side, so it waits for every count in progress.
     /// Every change of `counts` and `stashes` is made holding it and only
     /// while it is `None`, so nothing is recorded after the seal.
-    gate: Mutex<Option<Tally>>,
+    gate: RwLock<Option<Tally>>,
     counts: Counts,
     errors: Mutex<Vec<JobError>>,
     /// Handed-back items, one list per item type, in call order.
@@ -751,10 +755,12 @@ struct Core {
     ids: Mutex<Vec<(TypeId, u64)>>,
 }
 
-/// The unit's counters. Written only under the gate (so the seal reads a
-/// consistent set); read without it by `pool_stats`, which is why they are
-/// atomics. `Relaxed` throughout: the gate's lock orders the writes and the
-/// seal's read; a live snapshot needs no ordering.
+/// The unit's counters. Written only under the gate's read side — by
+/// several pieces at once, hence atomics and `fetch_add` — and read by the
+/// seal under its write side, which excludes every writer, so the seal
+/// reads a consistent set. `Relaxed` throughout: the lock's release and
+/// acquire order the writes before the seal's read; a live snapshot
+/// (`pool_stats`) needs no ordering.
 #[derive(Default)]
 struct Counts {
     submitted: AtomicU64,
@@ -799,7 +805,7 @@ impl Core {
     /// rayon pool, or `None` if it is gone (the stop began, or the handle
     /// is being dropped).
     fn begin(&self, n: u64) -> Option<Arc<rayon::ThreadPool>> {
-        let gate = self.gate.lock();
+        let gate = self.gate.read();
         if gate.is_none() {
             self.counts.submitted.fetch_add(n, Ordering::Relaxed);
         }
@@ -809,7 +815,7 @@ impl Core {
 
     /// Adds a finished leaf's (or call's) outcomes, unless sealed.
     fn count(&self, t: &Tally) {
-        let gate = self.gate.lock();
+        let gate = self.gate.read();
         if gate.is_some() {
             return; // sealed: these items stay abandoned
         }
@@ -828,7 +834,7 @@ impl Core {
             return;
         }
         let raw = self.raw_id(TypeId::of::<T>());
-        let gate = self.gate.lock();
+        let gate = self.gate.read();
         if gate.is_some() {
             return;
         }
@@ -920,14 +926,14 @@ impl Unit for Core {
     }
 
     fn seal(&self, _threads: &dyn ThreadView) {
-        let mut gate = self.gate.lock();
+        let mut gate = self.gate.write();
         if gate.is_none() {
             *gate = Some(self.live());
         }
     }
 
     fn report(&self, threads: &dyn ThreadView, report: &mut Report) {
-        let Some(s) = *self.gate.lock() else {
+        let Some(s) = *self.gate.read() else {
             debug_assert!(false, "report before seal");
             return;
         };
@@ -966,7 +972,7 @@ impl Unit for Core {
     }
 
     fn pool_stats(&self) -> Option<(&str, PoolStats)> {
-        let t = match *self.gate.lock() {
+        let t = match *self.gate.read() {
             Some(sealed) => sealed,
             None => self.live(),
         };
@@ -1171,9 +1177,11 @@ where
             match ended {
                 Ok(None) => break,
                 Ok(Some((at, item))) => {
+                    // The stop: this item and the `left` after it never
+                    // start.
                     leaf.stopped = true;
-                    leaf.back.push(at, item);
-                    leaf.back.extend((at + 1..).zip(items));
+                    let left = first + n - 1 - at;
+                    leaf.back.push_run(at, item, left, items);
                     break;
                 }
                 Err(panic) => {
@@ -1289,6 +1297,15 @@ trait Back<T>: MergeBack + Default + Send {
             self.push(at, item);
         }
     }
+
+    /// Adds `item` at `at` and then the `left` items of `rest`, which are
+    /// at the positions that follow: a stop's hand-back of the rest of a
+    /// piece.
+    fn push_run(&mut self, at: usize, item: T, left: usize, rest: impl Iterator<Item = T>) {
+        self.push(at, item);
+        debug_assert_eq!(rest.size_hint(), (left, Some(left)));
+        self.extend((at + 1..).zip(rest));
+    }
 }
 
 /// Owned items with their positions.
@@ -1333,6 +1350,28 @@ impl Back<usize> for Ranges {
 
     fn len(&self) -> usize {
         self.0.iter().map(ExactSizeIterator::len).sum()
+    }
+
+    /// The rest of a piece of a range input is the indices after `index`
+    /// (the input is a `Range<usize>`, so its items are consecutive): one
+    /// range, without walking them — at a stop, 64 threads handing back a
+    /// few thousand indices each one by one cost more than the stop itself
+    /// on 2 cores.
+    fn push_run(
+        &mut self,
+        _at: usize,
+        index: usize,
+        left: usize,
+        _rest: impl Iterator<Item = usize>,
+    ) {
+        debug_assert!(
+            _rest.eq(index + 1..index + 1 + left),
+            "a range's rest is consecutive"
+        );
+        self.push(0, index);
+        if let Some(last) = self.0.last_mut() {
+            last.end += left;
+        }
     }
 }
 
