@@ -674,7 +674,10 @@ impl Runtime {
         let shared = &self.reg.shared;
         let stop = shared.root.token();
         loop {
-            if joiner.is_complete() {
+            // Not while a trigger is on its way: it woke the workers before
+            // stopping the root, and their exits are its doing, not the
+            // work's end; the root's stop follows and ends this wait.
+            if joiner.is_complete() && !shared.is_triggering() {
                 shared.trigger(StopReason::Completed);
             }
             if stop.is_stopping() {
@@ -898,6 +901,65 @@ impl Drop for Runtime {
                 .shared
                 .trigger(StopReason::Requested("runtime dropped without run".into()));
             let _ = self.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The moment inside `Shared::trigger` between waking the workers and
+    /// stopping the root, held open: the only worker has exited on its
+    /// queue's disconnect, so the run has the shape of one that completed,
+    /// yet the runtime's thread must not stop it as `Completed` — the
+    /// trigger's own reason follows. (Run as a whole, the window is a few
+    /// instructions wide; here it lasts `OBSERVE`.)
+    #[test]
+    fn workers_woken_by_a_trigger_in_progress_do_not_complete_the_run() {
+        // How long nothing may happen. Not synchronisation: a wrong
+        // completion would come within microseconds of the worker's exit.
+        const OBSERVE: Duration = Duration::from_millis(200);
+        let mut rt = Runtime::builder().signals(false).build().unwrap();
+        let shared = rt.reg.shared.clone();
+        let (exited_tx, exited) = crossbeam_channel::bounded::<()>(1);
+        let pool = rt
+            .pool::<u32>("idle")
+            .start_with(
+                move |_| Ok(Guard(Some(exited_tx.clone()))),
+                |_: &mut Guard, _, _| Ok(()),
+            )
+            .unwrap();
+        let runner = std::thread::spawn(move || rt.run());
+        // The first half of `trigger`, by hand.
+        shared.wake_first_stage();
+        // The worker's state drops as it exits.
+        exited
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the worker exits on the disconnect");
+        std::thread::sleep(OBSERVE);
+        assert!(
+            !shared.root.is_stopping(),
+            "the runtime's thread stopped the run as {:?}",
+            shared.root.token().reason()
+        );
+        assert!(shared.trigger(StopReason::Requested("enough".into())));
+        let report = runner.join().unwrap();
+        assert_eq!(report.reason, StopReason::Requested("enough".into()));
+        drop(pool);
+    }
+
+    /// Says on its channel when it is dropped (on the worker's thread, as
+    /// the worker exits).
+    struct Guard(Option<crossbeam_channel::Sender<()>>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.try_send(());
+            }
         }
     }
 }
