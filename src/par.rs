@@ -496,7 +496,7 @@ impl RayonPool {
             let n = back.len() as u64;
             core.hand_back(back.into_iter().map(|(_, item)| item).collect(), n);
         };
-        self.drive(items, f, keep).1
+        self.drive(items, 0, f, keep).1
     }
 
     /// Runs `f(index, &token)` for every index of `range` on the pool's
@@ -535,9 +535,10 @@ impl RayonPool {
     {
         let keep = |core: &Core, leaf: &mut Leaf<Ranges, Discard>| {
             let n = Back::<usize>::len(&leaf.back) as u64;
-            core.hand_back(std::mem::take(&mut leaf.back.0), n);
+            core.hand_back(std::mem::take(&mut leaf.back).into_vec(), n);
         };
-        self.drive(range, f, keep).1
+        let offset = range.start;
+        self.drive(range, offset, f, keep).1
     }
 
     /// Maps every item of `items` through `f(item, &token)` on the pool's
@@ -580,7 +581,7 @@ impl RayonPool {
                 ..Tally::default()
             });
         };
-        let (leaf, outcome) = self.drive(items, f, keep);
+        let (leaf, outcome) = self.drive(items, 0, f, keep);
         Mapped {
             results: leaf.out,
             failed: leaf.failed_at,
@@ -673,7 +674,13 @@ impl RayonPool {
     /// merged in input order. `keep` records the handed-back items
     /// while this call still holds the rayon pool: the threads cannot exit,
     /// so the drain cannot end and the seal cannot come, before it has.
-    fn drive<I, R, B, O, F, K>(&self, items: I, f: F, keep: K) -> (Leaf<B, O>, ParOutcome)
+    fn drive<I, R, B, O, F, K>(
+        &self,
+        items: I,
+        offset: usize,
+        f: F,
+        keep: K,
+    ) -> (Leaf<B, O>, ParOutcome)
     where
         I: IntoParallelIterator,
         I::Iter: IndexedParallelIterator,
@@ -712,6 +719,7 @@ impl RayonPool {
             token: &core.token,
             base: 0,
             end: n,
+            offset,
             _types: PhantomData,
         };
         let mut all: Leaf<B, O> = pool.install(|| iter.drive(run));
@@ -1009,6 +1017,10 @@ struct Run<'c, F, T, R, B, O> {
     token: &'c Token,
     base: usize,
     end: usize,
+    /// The value of the item at position 0 for an index-range input (its
+    /// `start`), so that a piece's unstarted indices can be handed back
+    /// from its positions alone (`Back::BY_POSITION`); 0 otherwise.
+    offset: usize,
     _types: Types<T, R, B, O>,
 }
 
@@ -1027,6 +1039,7 @@ impl<F, T, R, B, O> Run<'_, F, T, R, B, O> {
             token: self.token,
             base,
             end,
+            offset: self.offset,
             _types: PhantomData,
         }
     }
@@ -1057,8 +1070,13 @@ where
         }
     }
 
+    /// After the stop, for an input whose unstarted items are handed back
+    /// by position (an index range): rayon then neither splits nor feeds
+    /// the pieces not yet begun, and each goes to `complete` unfed, which
+    /// hands its positions back whole. Any other input is fed to the end,
+    /// because its items must be handed back themselves.
     fn full(&self) -> bool {
-        false
+        B::BY_POSITION && self.flag.load(Ordering::Relaxed)
     }
 }
 
@@ -1120,7 +1138,17 @@ where
     /// The piece is done: its successes by difference, its counts added to
     /// the unit's (handed back is counted when stored: `Core::hand_back`).
     fn complete(self) -> Leaf<B, O> {
-        let Piece { run, mut leaf, .. } = self;
+        let Piece {
+            run,
+            mut leaf,
+            next_at,
+        } = self;
+        if B::BY_POSITION && next_at < run.end {
+            // Never fed (`Run::full`, or a range that ended early): what
+            // it was not given never started.
+            leaf.back.push_positions(next_at, run.end, run.offset);
+            leaf.stopped = true;
+        }
         let len = (run.end - run.base) as u64;
         let back = leaf.back.len() as u64;
         let t = &mut leaf.tally;
@@ -1128,10 +1156,15 @@ where
         debug_assert!(others <= len, "a piece got more items than its length");
         t.succeeded = len.saturating_sub(others);
         leaf.failed_at = leaf.out.missing(run.base, run.end - back as usize);
-        run.core.count(&Tally {
-            handed_back: 0,
-            ..leaf.tally
-        });
+        // A piece that ran nothing (after the stop, most of them) has
+        // nothing to add: it skips the gate, which 64 threads finishing
+        // pieces at once would otherwise all take.
+        if t.succeeded + t.failed + t.panicked > 0 {
+            run.core.count(&Tally {
+                handed_back: 0,
+                ..leaf.tally
+            });
+        }
         leaf
     }
 
@@ -1289,8 +1322,18 @@ trait MergeBack {
 
 /// Where the items that never started go.
 trait Back<T>: MergeBack + Default + Send {
+    /// The items can be handed back from their positions alone (an index
+    /// range's are `offset + position`): see `Run::full`.
+    const BY_POSITION: bool = false;
+
     fn push(&mut self, at: usize, item: T);
     fn len(&self) -> usize;
+
+    /// Hands back the items at positions `from..to` without having them;
+    /// only called if `BY_POSITION`.
+    fn push_positions(&mut self, _from: usize, _to: usize, _offset: usize) {
+        unreachable!("only inputs handed back by position skip their items");
+    }
 
     fn extend(&mut self, items: impl Iterator<Item = (usize, T)>) {
         for (at, item) in items {
@@ -1325,31 +1368,64 @@ impl<T: Send> Back<T> for Vec<(usize, T)> {
     }
 }
 
-/// Indices as merged ranges.
+/// Indices as merged ranges. The first range is kept inline: after a stop
+/// most pieces hand back exactly one, and a heap allocation for each, on
+/// 64 threads at once, was a good part of the stop's cost.
 #[derive(Default)]
-struct Ranges(Vec<Range<usize>>);
+struct Ranges {
+    first: Option<Range<usize>>,
+    more: Vec<Range<usize>>,
+}
+
+impl Ranges {
+    fn last_mut(&mut self) -> Option<&mut Range<usize>> {
+        match self.more.last_mut() {
+            Some(r) => Some(r),
+            None => self.first.as_mut(),
+        }
+    }
+
+    /// Adds `r` after the others, merged with the last if adjacent.
+    fn push_range(&mut self, r: Range<usize>) {
+        match self.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            Some(_) => self.more.push(r),
+            None => self.first = Some(r),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Range<usize>> {
+        self.first.iter().chain(&self.more)
+    }
+
+    fn into_vec(self) -> Vec<Range<usize>> {
+        self.first.into_iter().chain(self.more).collect()
+    }
+}
 
 impl MergeBack for Ranges {
     fn append(&mut self, later: Self) {
-        for r in later.0 {
-            match self.0.last_mut() {
-                Some(last) if last.end == r.start => last.end = r.end,
-                _ => self.0.push(r),
-            }
+        for r in later.first.into_iter().chain(later.more) {
+            self.push_range(r);
         }
     }
 }
 
 impl Back<usize> for Ranges {
+    const BY_POSITION: bool = true;
+
     fn push(&mut self, _at: usize, index: usize) {
-        match self.0.last_mut() {
-            Some(last) if last.end == index => last.end += 1,
-            _ => self.0.push(index..index + 1),
+        self.push_range(index..index + 1);
+    }
+
+    fn push_positions(&mut self, from: usize, to: usize, offset: usize) {
+        if from < to {
+            self.push_range(from + offset..to + offset);
         }
     }
 
     fn len(&self) -> usize {
-        self.0.iter().map(ExactSizeIterator::len).sum()
+        self.iter().map(ExactSizeIterator::len).sum()
     }
 
     /// The rest of a piece of a range input is the indices after `index`
@@ -1368,10 +1444,7 @@ impl Back<usize> for Ranges {
             _rest.eq(index + 1..index + 1 + left),
             "a range's rest is consecutive"
         );
-        self.push(0, index);
-        if let Some(last) = self.0.last_mut() {
-            last.end += left;
-        }
+        self.push_range(index..index + 1 + left);
     }
 }
 
@@ -1494,8 +1567,14 @@ mod tests {
             b.push(0, i);
         }
         b.append(a);
-        assert_eq!(b.0, [0..2, 3..8, 9..10]);
         assert_eq!(Back::<usize>::len(&b), 8);
+        assert_eq!(b.into_vec(), [0..2, 3..8, 9..10]);
+        // A run after the inline first range, and one merging into it.
+        let mut c = Ranges::default();
+        c.push_run(0, 3, 2, 4..6);
+        c.push_run(0, 6, 1, 7..8);
+        c.push_run(0, 10, 0, 11..11);
+        assert_eq!(c.into_vec(), [3..8, 10..11]);
     }
 
     /// The fallback loop, for an iterator whose size hint is not exact
@@ -1523,6 +1602,7 @@ mod tests {
             token: &core.token,
             base: 100,
             end: 120,
+            offset: 0,
             _types: PhantomData,
         };
         let folder = run.into_folder();
