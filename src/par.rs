@@ -29,9 +29,23 @@
 //! the piece is handed back without running. Successes are not counted per
 //! item: when a piece completes, `succeeded = len - failed - panicked -
 //! handed back`, and its counts are added to the unit's atomics under the
-//! seal gate (`Core::gate`), so no shared cache line is touched per item.
-//! Pieces are merged left before right, so what they hand back is in input
-//! order without a sort.
+//! read side of the seal gate (`Core::gate`), so no shared cache line is
+//! touched per item. Pieces are merged left before right, so what they
+//! hand back is in input order without a sort.
+//!
+//! Positions travel with nothing: the iterator rayon gives a piece has an
+//! exact size hint, so the position of the item just taken is `first + n -
+//! 1 - left`, computed only where a result or a hand-back needs it
+//! (`Piece::exact`; an inexact iterator takes `Piece::counted`).
+//!
+//! # After the stop
+//!
+//! | input | a piece running at the stop | a piece not begun at the stop |
+//! |---|---|---|
+//! | index range (`par_for_each_range`) | sees the flag before its next item; its rest is handed back as one range | never split nor fed (`Run::full` says the consumer is full); `complete` hands its positions back whole |
+//! | owned items (`par_for_each`, `par_map`) | sees the flag before its next item; its rest is handed back item by item, with positions | split and fed as usual, and handed back at its first item: the items must come back themselves |
+//!
+//! A piece that ran nothing skips the gate (nothing to add).
 //!
 //! Counting by difference, as for pools: `submitted` is added when a call
 //! begins; at the seal the items not yet counted as succeeded, failed,
