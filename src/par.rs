@@ -1231,10 +1231,7 @@ where
                     leaf.back.push_run(at, item, left, items);
                     break;
                 }
-                Err(panic) => {
-                    leaf.tally.panicked += 1;
-                    core.item_failed(format!("panicked: {panic}"), true);
-                }
+                Err(panic) => item_panicked(core, &mut leaf.tally.panicked, &panic),
             }
         }
         self.next_at = first + n;
@@ -1274,10 +1271,7 @@ where
                     *next += leaf.back.len() - before;
                     break;
                 }
-                Err(panic) => {
-                    leaf.tally.panicked += 1;
-                    core.item_failed(format!("panicked: {panic}"), true);
-                }
+                Err(panic) => item_panicked(core, &mut leaf.tally.panicked, &panic),
             }
         }
     }
@@ -1289,6 +1283,15 @@ where
 fn item_failed(core: &Core, failed: &mut u64, e: &anyhow::Error) {
     *failed += 1;
     core.item_failed(error_text(e), false);
+}
+
+/// An item panicked (the loop goes on with the next): counted and
+/// recorded, off the hot path.
+#[cold]
+#[inline(never)]
+fn item_panicked(core: &Core, panicked: &mut u64, panic: &str) {
+    *panicked += 1;
+    core.item_failed(format!("panicked: {panic}"), true);
 }
 
 /// Joins two adjacent pieces, left before right: input order.
