@@ -926,56 +926,16 @@ where
     let stopping = token.is_stopping();
     if core.key.is_none() && !core.must_stop(token) {
         // The common path: one CAS into RUNNING.
-        let Some(mut running) = tally.slot.take_and_run(idle, stopping) else {
+        let Some(running) = tally.slot.take_and_run(idle, stopping) else {
             core.late.lock().push((seq, job)); // sealed: never started
             return Err(None);
         };
-        let mut job = job;
-        loop {
-            let outcome = Outcome::of(catch(|| run(job, token)));
-            // Chained jobs: if the next entry is already queued, one CAS
-            // (`next`, RUNNING → RUNNING) counts this job and takes that
-            // one, instead of `finish` and `take_and_run`. Between the
-            // job's return and that CAS the job is still RUNNING in the
-            // word: a seal there counts it abandoned, as one sealed while
-            // it ran (`slot.rs`).
-            let queued = if core.must_stop(token) {
-                None
-            } else {
-                core.rx.try_recv().ok()
-            };
-            match queued {
-                Some(Item::One(next_seq, next)) => {
-                    let Some(r) = tally.slot.next(running, token.is_stopping()) else {
-                        core.late.lock().push((next_seq, next)); // never started
-                        return Err(None);
-                    };
-                    record(core, tally, None, outcome);
-                    (running, job) = (r, next);
-                }
-                other => {
-                    let Some(idle) = tally.slot.finish(running) else {
-                        // Sealed while it ran: abandoned, record nothing;
-                        // a batch taken meanwhile never started.
-                        if let Some(Item::Batch(next_seq, jobs)) = other {
-                            core.queue.took_batch(jobs.len());
-                            core.late
-                                .lock()
-                                .extend(jobs.into_iter().zip(next_seq..).map(|(j, s)| (s, j)));
-                        }
-                        return Err(None);
-                    };
-                    record(core, tally, None, outcome);
-                    return match other {
-                        Some(Item::Batch(next_seq, jobs)) => {
-                            core.queue.took_batch(jobs.len());
-                            batch_fast(core, index, token, idle, next_seq, jobs, run)
-                        }
-                        _ => Ok(idle),
-                    };
-                }
-            }
-        }
+        let outcome = Outcome::of(catch(|| run(job, token)));
+        let Some(idle) = tally.slot.finish(running) else {
+            return Err(None); // sealed while it ran: abandoned, record nothing
+        };
+        record(core, tally, None, outcome);
+        return Ok(idle);
     }
     let Some(held) = tally.slot.take(idle, stopping) else {
         core.late.lock().push((seq, job)); // sealed: never started
