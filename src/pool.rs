@@ -377,12 +377,13 @@ impl<'rt, T: Send + 'static> PoolBuilder<'rt, T> {
             tx,
             rx.clone(),
             token.child(),
-            tally,
+            tally.clone(),
         ));
         let first = reg.threads.next_id();
         let core = Arc::new(PoolCore {
             id,
             queue: queue.clone(),
+            tally,
             rx,
             policy: drain,
             fail_fast,
@@ -579,6 +580,11 @@ struct SealState<T> {
 struct PoolCore<T> {
     id: PoolId<T>,
     queue: Arc<Queue<T>>,
+    /// The same tally as `queue.tally`, read through a pointer of our own:
+    /// the queue's fields are written on every submit (its lock word and
+    /// `submitted`), and a worker reading `queue.tally` on every job would
+    /// share their cache line with the producer.
+    tally: Arc<Tally>,
     /// The workers' and the joiner's receiver (the joiner hands back what
     /// is left in the queue).
     rx: Receiver<Item<T>>,
@@ -637,7 +643,7 @@ impl<T> PoolCore<T> {
     }
 
     fn tally(&self) -> &Tally {
-        &self.queue.tally
+        &self.tally
     }
 
     /// Past the drain deadline, or stopping under `HandBack`: take no more
