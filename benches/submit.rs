@@ -6,8 +6,9 @@
 //! drop the submitter, `run()` completes).
 //!
 //! `submit/2/parts/*` adds to the raw pool one at a time what winddown does
-//! per job (a read lock per submit, a clock read and two slot swaps per job,
-//! `catch_unwind`, a counter), to show where the per-job overhead goes.
+//! per job (a read lock per submit, two slot swaps per job with or without
+//! a clock read, `catch_unwind`, a counter) or plain arithmetic in the
+//! worker, to show where the per-job overhead goes.
 //! Scenarios and defaults: `benches/README.md`.
 
 mod support;
@@ -30,49 +31,73 @@ use winddown::Runtime;
 struct Extras {
     /// `RwLock<Option<Sender>>` read per submit (winddown's `Queue::send`).
     rwlock: bool,
-    /// A clock read and two `AtomicU64::swap`s per job (the job slot).
+    /// A clock read and two `AtomicU64::swap`s per job (the job slot as it
+    /// was before #12).
     slot: bool,
+    /// With `slot`: no clock read, so two swaps per job (winddown's slot
+    /// since #12 numbers jobs instead of dating them: two CASes per job).
+    noclock: bool,
     /// `catch_unwind` around the job.
     catch: bool,
     /// A per-worker counter bump and a per-submit `fetch_add`.
     counters: bool,
+    /// Rounds of plain arithmetic per job in the worker (no atomics): how
+    /// the pool's rate answers a slower consumer alone.
+    work: u32,
 }
 
-const PARTS: [(&str, Extras); 5] = [
+const NONE: Extras = Extras {
+    rwlock: false,
+    slot: false,
+    noclock: false,
+    catch: false,
+    counters: false,
+    work: 0,
+};
+
+const PARTS: [(&str, Extras); 9] = [
     (
         "raw+rwlock",
         Extras {
             rwlock: true,
-            slot: false,
-            catch: false,
-            counters: false,
+            ..NONE
         },
     ),
+    ("raw+slot", Extras { slot: true, ..NONE }),
     (
-        "raw+slot",
+        "raw+swaps",
         Extras {
-            rwlock: false,
             slot: true,
-            catch: false,
-            counters: false,
+            noclock: true,
+            ..NONE
         },
     ),
     (
         "raw+catch",
         Extras {
-            rwlock: false,
-            slot: false,
             catch: true,
-            counters: false,
+            ..NONE
         },
     ),
     (
         "raw+counters",
         Extras {
-            rwlock: false,
-            slot: false,
-            catch: false,
             counters: true,
+            ..NONE
+        },
+    ),
+    ("raw+work20", Extras { work: 20, ..NONE }),
+    ("raw+work40", Extras { work: 40, ..NONE }),
+    (
+        // What a submit path without the lock would leave: the worker's
+        // side as today (two swaps, `catch_unwind`, counters).
+        "raw+nolock",
+        Extras {
+            slot: true,
+            noclock: true,
+            catch: true,
+            counters: true,
+            ..NONE
         },
     ),
     (
@@ -82,6 +107,7 @@ const PARTS: [(&str, Extras); 5] = [
             slot: true,
             catch: true,
             counters: true,
+            ..NONE
         },
     ),
 ];
@@ -105,8 +131,19 @@ fn raw(n: u64, cap: usize, x: Extras) -> Duration {
                     let done = AtomicU64::new(0);
                     while let Ok(job) = rx.recv() {
                         if x.slot {
-                            let now = epoch.elapsed().as_nanos() as u64;
+                            let now = if x.noclock {
+                                0
+                            } else {
+                                epoch.elapsed().as_nanos() as u64
+                            };
                             black_box(slot.swap(now | 1 << 62, Ordering::AcqRel));
+                        }
+                        if x.work > 0 {
+                            let mut a = job;
+                            for i in 0..u64::from(x.work) {
+                                a = black_box(a.wrapping_mul(31).wrapping_add(i));
+                            }
+                            black_box(a);
                         }
                         if x.catch {
                             let _ = black_box(panic::catch_unwind(AssertUnwindSafe(|| {
@@ -221,7 +258,8 @@ type Line = (&'static str, Box<dyn Fn() -> Duration>);
 /// 200,000), and print medians with their ratio to raw. Interleaving keeps
 /// a shared machine's drift out of the ratios; it is the quick run.
 /// `WINDDOWN_SUBMIT_ONLY=<impl>` and `WINDDOWN_SUBMIT_CAP=<capacity>` narrow
-/// it to one line, for a profiler (`perf record`).
+/// it to one line, for a profiler (`perf record`); `WINDDOWN_SUBMIT_PARTS=1`
+/// adds the `parts/*` lines (without the prefix) to the rounds.
 fn interleaved(reps: usize) {
     let only = std::env::var("WINDDOWN_SUBMIT_ONLY").ok();
     let only_cap: Option<usize> = std::env::var("WINDDOWN_SUBMIT_CAP")
@@ -255,6 +293,12 @@ fn interleaved(reps: usize) {
                 Box::new(move || winddown(n, cap, Producer::Batched(BATCH))),
             ),
         ];
+        let mut impls = impls;
+        if std::env::var_os("WINDDOWN_SUBMIT_PARTS").is_some() {
+            for (name, x) in PARTS {
+                impls.push((name, Box::new(move || raw(n, cap, x))));
+            }
+        }
         let impls: Vec<_> = impls
             .into_iter()
             .filter(|(name, _)| only.as_deref().map_or(true, |o| o == *name))
