@@ -139,11 +139,7 @@ fn raw(n: u64, cap: usize, x: Extras) -> Duration {
                             black_box(slot.swap(now | 1 << 62, Ordering::AcqRel));
                         }
                         if x.work > 0 {
-                            let mut a = job;
-                            for i in 0..u64::from(x.work) {
-                                a = black_box(a.wrapping_mul(31).wrapping_add(i));
-                            }
-                            black_box(a);
+                            black_box(work(job, x.work));
                         }
                         if x.catch {
                             let _ = black_box(panic::catch_unwind(AssertUnwindSafe(|| {
@@ -213,14 +209,29 @@ const BATCH: usize = 256;
 
 /// winddown: `submit` per job (or `feed`, or `feed_batched`), drop the
 /// submitter, `run()`.
-fn winddown(n: u64, cap: usize, feed: Producer) -> Duration {
+/// `rounds` rounds of plain arithmetic on `job`, the same in every pool.
+fn work(job: u64, rounds: u32) -> u64 {
+    let mut a = job;
+    for i in 0..u64::from(rounds) {
+        a = black_box(a.wrapping_mul(31).wrapping_add(i));
+    }
+    a
+}
+
+/// Winddown's pool: `n` jobs through `feed`; each job does `rounds` rounds
+/// of [`work`].
+fn winddown(n: u64, cap: usize, feed: Producer, rounds: u32) -> Duration {
     let mut rt = Runtime::builder().signals(false).build().expect("runtime");
     let sub = rt
         .pool::<u64>("bw")
         .workers(WORKERS)
         .capacity(cap)
-        .start(|job, _token| {
-            black_box(job);
+        .start(move |job, _token| {
+            if rounds > 0 {
+                black_box(work(job, rounds));
+            } else {
+                black_box(job);
+            }
             Ok(())
         })
         .expect("pool");
@@ -269,7 +280,15 @@ fn interleaved(reps: usize) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
-    println!("== submit, interleaved: ns per job, {n} jobs, {WORKERS} workers, {reps} rounds ==");
+    // Work per job in every pool (raw, winddown and the parts alike), to
+    // compare the pools at a job that is not trivial.
+    let w: u32 = std::env::var("WINDDOWN_SUBMIT_JOB_WORK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "== submit, interleaved: ns per job, {n} jobs, {WORKERS} workers, {reps} rounds, {w} rounds of work per job =="
+    );
     println!(
         "{:<8} {:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "capacity", "impl", "min", "median", "p99", "Mjobs/s", "/raw"
@@ -279,23 +298,30 @@ fn interleaved(reps: usize) {
             continue;
         }
         let impls: Vec<Line> = vec![
-            ("raw", Box::new(move || raw(n, cap, Extras::default()))),
+            (
+                "raw",
+                Box::new(move || raw(n, cap, Extras { work: w, ..NONE })),
+            ),
             (
                 "winddown",
-                Box::new(move || winddown(n, cap, Producer::Submit)),
+                Box::new(move || winddown(n, cap, Producer::Submit, w)),
             ),
             (
                 "winddown-feed",
-                Box::new(move || winddown(n, cap, Producer::Feed)),
+                Box::new(move || winddown(n, cap, Producer::Feed, w)),
             ),
             (
                 "winddown-batch",
-                Box::new(move || winddown(n, cap, Producer::Batched(BATCH))),
+                Box::new(move || winddown(n, cap, Producer::Batched(BATCH), w)),
             ),
         ];
         let mut impls = impls;
         if std::env::var_os("WINDDOWN_SUBMIT_PARTS").is_some() {
             for (name, x) in PARTS {
+                let x = Extras {
+                    work: x.work + w,
+                    ..x
+                };
                 impls.push((name, Box::new(move || raw(n, cap, x))));
             }
         }
@@ -342,7 +368,8 @@ fn main() {
     let smoke = smoke();
     let n: u64 = if smoke { 10_000 } else { 1_000_000 };
     let samples = support::samples(10);
-    // The pool's default capacity (2 × W) and a roomy one.
+    let w = 0; // trivial jobs
+               // The pool's default capacity (2 × W) and a roomy one.
     let caps = [2 * WORKERS, 1024];
     let mut rows: Vec<(String, String, Stats)> = Vec::new();
     for cap in caps {
@@ -358,15 +385,15 @@ fn main() {
             ),
             (
                 "winddown".into(),
-                Box::new(move || winddown(n, cap, Producer::Submit)),
+                Box::new(move || winddown(n, cap, Producer::Submit, w)),
             ),
             (
                 "winddown-feed".into(),
-                Box::new(move || winddown(n, cap, Producer::Feed)),
+                Box::new(move || winddown(n, cap, Producer::Feed, w)),
             ),
             (
                 "winddown-batch".into(),
-                Box::new(move || winddown(n, cap, Producer::Batched(BATCH))),
+                Box::new(move || winddown(n, cap, Producer::Batched(BATCH), w)),
             ),
         ];
         for (name, x) in PARTS {
