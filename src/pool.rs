@@ -1124,7 +1124,19 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// Inlined for the common case, a job that returned `Ok(())`; the
+    /// rest (formatting an error) is out of the job loop.
+    #[inline]
     fn of(result: Result<anyhow::Result<()>, String>) -> Outcome {
+        match result {
+            Ok(Ok(())) => Outcome::Ok,
+            other => Outcome::of_failure(other),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn of_failure(result: Result<anyhow::Result<()>, String>) -> Outcome {
         match result {
             Ok(Ok(())) => Outcome::Ok,
             Ok(Err(e)) => Outcome::Failed(
@@ -1136,7 +1148,20 @@ impl Outcome {
 }
 
 /// Counts an outcome after a successful `finish`/`release`.
+///
+/// Inlined for a success (one counter bump); a failure goes through the
+/// cold `record_failure`.
+#[inline]
 fn record<T>(core: &PoolCore<T>, me: &WorkerTally, key: Option<String>, outcome: Outcome) {
+    match outcome {
+        Outcome::Ok => me.bump(Counter::Succeeded),
+        failure => record_failure(core, me, key, failure),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn record_failure<T>(core: &PoolCore<T>, me: &WorkerTally, key: Option<String>, outcome: Outcome) {
     let (msg, panicked) = match outcome {
         Outcome::Ok => {
             me.bump(Counter::Succeeded);

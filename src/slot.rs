@@ -341,6 +341,7 @@ impl WorkerTally {
     /// Counts one outcome. Only this worker's thread calls it, so a load
     /// and a store (no read-modify-write) cannot lose a count; `Release`
     /// for the snapshots (module doc, "The tally").
+    #[inline]
     pub(crate) fn bump(&self, which: Counter) {
         let c = self.counter(which);
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Release);
