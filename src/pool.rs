@@ -35,8 +35,10 @@
 //! that every job ends in exactly one bucket are in `slot.rs`. Per job, a
 //! pool without a key function pays two uncontended compare-and-swaps on it
 //! (`take_and_run`, `finish`), with a key function three; inside a batch
-//! ([`Submitter::submit_batch`]) one (`next`), and no clock read either way
-//! until the stop began. The outcome counters beside the slots
+//! ([`Submitter::submit_batch`]) of a pool without a key function none for
+//! a job that returns `Ok` before the stop (`run_on`, one plain store) and
+//! one otherwise (`next_after`), and no clock read either way until the
+//! stop began. The outcome counters beside the slots
 //! (`slot::Tally`) feed the report and the live counts
 //! ([`PoolStats`](crate::PoolStats)).
 //!
@@ -710,6 +712,7 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
         let stop_began = self.shared.root.token().stopped_at().unwrap_or(now);
         let mut stuck = Vec::new();
         let mut abandoned_keys = Vec::new();
+        let mut ran_on = 0;
         // 1. Seal the stragglers, so none of them records anything from here
         //    on.
         let tally = self.tally();
@@ -721,6 +724,9 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
         {
             let (job_key, since) = match t.slot.seal(stop_began) {
                 Sealed::Running(at) => {
+                    // Jobs of a batch it ran on past before the stop, all
+                    // `Ok`, that no CAS of its counted yet.
+                    ran_on += t.slot.ran_on();
                     let key = w.key.lock().clone();
                     abandoned_keys.extend(key.clone());
                     (key, Some(at))
@@ -735,6 +741,7 @@ impl<T: Send + 'static> Unit for PoolCore<T> {
                 in_job: since.map(|at| now.saturating_duration_since(at)),
             });
         }
+        tally.add_ran_on(ran_on);
         // 2. What workers handed back, and what is still queued, in
         //    submission order. The stable sort is near-linear (the queue's
         //    part is already sorted).
@@ -991,8 +998,11 @@ where
 }
 
 /// A batch in a pool without a key function: `take_and_run` for the first
-/// job, `next` (one CAS) for each later one, `finish` after the last
-/// (`slot.rs`, the state table). The jobs not yet started stay in this
+/// job; before the stop, a job that returned `Ok` lets the worker run on
+/// into the next with one plain store (`run_on`), and otherwise `next_after`
+/// (one CAS) counts the jobs so far and takes the next; `finish_after`
+/// after the last (`slot.rs`, the state table and "Batches before the
+/// stop"). The jobs not yet started stay in this
 /// worker's hands, numbered: handed back if the stop calls for it between
 /// two jobs, given to the late list if the worker finds itself sealed.
 fn batch_fast<T, R>(
@@ -1022,33 +1032,51 @@ where
         core.late.lock().extend(all); // sealed: none started
         return Err(None);
     };
+    // Jobs since `running` was published that returned `Ok` before the stop
+    // and are not in the word yet: the worker ran on past them with no CAS
+    // (`Slot::run_on`; slot.rs, "Batches before the stop"). Every CAS below
+    // counts them too.
+    let mut ran = 0;
     loop {
         let outcome = Outcome::of(catch(|| run(job, token)));
         let Some((next, next_seq)) = rest.next() else {
-            let Some(idle) = tally.slot.finish(running) else {
+            let Some(idle) = tally.slot.finish_after(running, ran) else {
                 return Err(None);
             };
+            tally.bump_by(Counter::Succeeded, ran);
             record(core, tally, None, outcome);
             return Ok(idle);
         };
+        // Before the stop a success runs on: one plain store, no CAS. (Not
+        // stopping implies not past the deadline, so `must_stop` is false.)
+        if matches!(outcome, Outcome::Ok) && !token.is_stopping() {
+            ran += 1;
+            tally.slot.run_on(&running, ran);
+            job = next;
+            continue;
+        }
         if core.must_stop(token) {
-            let Some(idle) = tally.slot.finish(running) else {
+            let Some(idle) = tally.slot.finish_after(running, ran) else {
                 let left = std::iter::once((next_seq, next)).chain(rest.map(|(j, s)| (s, j)));
                 core.late.lock().extend(left);
                 return Err(None);
             };
+            tally.bump_by(Counter::Succeeded, ran);
             record(core, tally, None, outcome);
             let left = std::iter::once((next_seq, next)).chain(rest.map(|(j, s)| (s, j)));
             return Err(hand_back(core, tally, idle, left.collect()));
         }
-        let Some(r) = tally.slot.next(running, token.is_stopping()) else {
-            // Sealed while `job` ran: it is abandoned; the rest never
-            // started.
+        let Some(r) = tally.slot.next_after(running, ran, token.is_stopping()) else {
+            // Sealed while `job` ran: it is abandoned, and so are the jobs
+            // run on before it unless the seal counted them (`ran_on`); the
+            // rest never started.
             let left = std::iter::once((next_seq, next)).chain(rest.map(|(j, s)| (s, j)));
             core.late.lock().extend(left);
             return Err(None);
         };
+        tally.bump_by(Counter::Succeeded, ran);
         record(core, tally, None, outcome);
+        ran = 0;
         (running, job) = (r, next);
     }
 }

@@ -7,8 +7,9 @@
 //! An `AtomicU64`: the top bit says the joiner has *sealed* the worker (given
 //! up on it at the end of the kill grace), the next two bits are the state,
 //! and the low 61 bits the worker's *job number*: how many jobs it has taken
-//! so far, counting the one it holds. Every `take` (and every `next`, below)
-//! counts one more, so the word a worker writes is never one it wrote before
+//! so far, counting the one it holds (in a batch that runs on, below, the
+//! first of those it holds). Every `take` (and every `next_after`, below)
+//! counts at least one more, so the word a worker writes is never one it wrote before
 //! (no ABA), and the joiner can tell "still the same job" from "a later
 //! one" by the number alone.
 //!
@@ -16,15 +17,17 @@
 //! |-----------|----------------------------------------------|--------------------|-----------------------------------------|
 //! | `IDLE`    | holds no job                                 | worker, start/done | worker: `take` → `HELD`, `take_and_run` → `RUNNING` |
 //! | `HELD`    | took a job, runs the key function or hands it back | worker, `take`     | worker: `run` → `RUNNING`, `release` → `IDLE` |
-//! | `RUNNING` | inside the job function                      | worker             | worker: `finish` → `IDLE`, `next` → `RUNNING` (number + 1) |
+//! | `RUNNING` | inside the job function (in a batch that runs on: inside job `progress`) | worker | worker: `finish_after` → `IDLE` (number + ran), `next_after` → `RUNNING` (number + ran + 1) |
 //! | `+SEALED` | the joiner gave up on this worker            | joiner, `seal`     | never                                   |
 //!
-//! `next` is the batch step (`Submitter::submit_batch`): a worker that
-//! finished job *n* of a batch and starts job *n + 1* of the same batch
-//! moves `RUNNING(n) → RUNNING(n + 1)` in one CAS, which both counts job *n*
-//! as the worker's and takes job *n + 1*: one CAS per job instead of two.
-//! The jobs of the batch after the running one stay in the worker's hands;
-//! the table below says who counts them.
+//! `next_after` is the batch step (`Submitter::submit_batch`): a worker
+//! that finished job *n* of a batch and starts job *n + 1* of the same
+//! batch moves `RUNNING(n) → RUNNING(n + 1)` in one CAS, which both counts
+//! job *n* as the worker's and takes job *n + 1*: one CAS per job instead
+//! of two. Before the stop a job that returned `Ok` needs no CAS at all
+//! ("Batches before the stop", below). The jobs of the batch after the
+//! running one stay in the worker's hands; the table below says who counts
+//! them.
 //!
 //! Every transition of the worker is a compare-and-swap from the exact word
 //! it wrote last; the joiner's seal is a `fetch_or` of the sealed bit. So
@@ -36,6 +39,7 @@
 //! | seal finds   | the job is                      | counted by                                       |
 //! |--------------|---------------------------------|--------------------------------------------------|
 //! | `RUNNING`    | in flight                       | the joiner: abandoned, with the key if any       |
+//! | `RUNNING(n)`, `progress` = *n + r* | jobs *n* … *n + r − 1* of a batch returned `Ok`, *n + r* in flight | the joiner: *r* succeeded (`ran_on`), job *n + r* abandoned |
 //! | `HELD`       | taken, not started              | the joiner: abandoned (the key may not exist yet) |
 //! | `IDLE`       | none, or one between `recv` and `take`, or one whose outcome is being counted | the joiner, by difference (below) |
 //! | any          | the rest of a batch, in the worker's hands | the joiner, by difference (abandoned); handed back if the worker brings it to the late list before the report |
@@ -43,8 +47,8 @@
 //! # Counting by difference
 //!
 //! Two windows are invisible in the word: a job between the channel's `recv`
-//! and the worker's `take`, and a finished job between `finish` (the CAS to
-//! `IDLE`, or `next`) and the worker's counter bump; and the rest of a
+//! and the worker's `take`, and finished jobs between `finish_after` (the
+//! CAS to `IDLE`, or `next_after`) and the worker's counter bump; and the rest of a
 //! batch a worker holds is in no word at all. The joiner builds the report
 //! from counters it reads once after sealing; a job in any of these is in
 //! none of them, so the joiner counts `submitted − (succeeded + failed +
@@ -57,14 +61,59 @@
 //! when the runtime gave up: the meaning of abandoned.
 //!
 //! A sealed worker whose CAS fails while it holds jobs that never started
-//! (`take`, `take_and_run`, `run`, `next` or `release` failed; for `next`,
-//! the rest of its batch) gives them to the pool's late list instead of
+//! (`take`, `take_and_run`, `run`, `next_after` or `release` failed; for
+//! `next_after`, the rest of its batch) gives them to the pool's late list instead of
 //! dropping them. The report, made after the release hooks, moves what
 //! arrived there by then from abandoned to handed back (those jobs were in
 //! none of the seal's buckets, so the identity still holds); what arrives
 //! later stays abandoned. That covers a worker descheduled across the seal
 //! between its last stop check and its `recv`: it takes a job that was
 //! still queued when the joiner sealed it.
+//!
+//! # Batches before the stop: running on without a CAS
+//!
+//! A CAS per job is most of what a batch's job costs (≈ 7 ns uncontended
+//! on a KVM guest, against a few for the rest of the job path). So before
+//! the stop, in a pool without a key function, a job of a batch that
+//! returned `Ok` is not published: the worker *runs on* into the next job
+//! with one plain store, `progress = n + r` (`run_on`, `Release`), while
+//! the word keeps saying `RUNNING(n)`. The next CAS — `next_after` after a
+//! failure or once stopping, `finish_after` at the batch's end or when the
+//! stop says to hand the rest back — counts all *r* together with the job
+//! it ends, and the worker then bumps its counters by as many.
+//!
+//! | the worker, after job *n + r* of a batch | word | `progress` | counters |
+//! |---|---|---|---|
+//! | returned `Ok`, not stopping: runs on (`run_on`) | `RUNNING(n)`, unchanged | *n + r + 1* | unchanged |
+//! | failed or panicked, or stopping: `next_after(r)` | `RUNNING(n + r + 1)` | unchanged (now behind the word) | + *r* succeeded, + the job's outcome |
+//! | last job, or handing back: `finish_after(r)` | `IDLE(n + r)` | unchanged | + *r* succeeded, + the job's outcome |
+//!
+//! The seal, on a `RUNNING(n)` word, reads `progress` after its `fetch_or`
+//! (`ran_on`): *p ≥ n* means jobs *n* … *p − 1* returned `Ok` (they are
+//! counted succeeded, `Tally::add_ran_on`) and job *p* is the one in
+//! flight (abandoned); a `progress` behind *n* is left from an earlier
+//! batch, and none ran on. Either way the worker's next CAS fails, so it
+//! never counts them itself: no job is in two buckets. Whatever value of
+//! `progress` the seal reads, the jobs before it really returned `Ok` (the
+//! worker stores it only after that), so the report never calls a job
+//! succeeded that was not; at worst a job that returned `Ok` just as the
+//! seal read an older `progress` is counted abandoned, the meaning of
+//! abandoned (the runtime did not see it end).
+//!
+//! What running on gives up, and why it is only done before the stop: a
+//! worker whose word is `RUNNING(n)` learns that it was sealed only at its
+//! next CAS, not between two jobs. That matters only after the stop (the
+//! seal comes at the end of the kill grace), and once the stop has begun a
+//! worker checks the token after every job and takes the CAS path, exactly
+//! as outside a batch. A worker still running on at the seal had not seen
+//! the stop, which began a whole drain deadline and kill grace earlier: it
+//! was inside one job all that time, the job the seal finds in flight.
+//! (Only if that job returns in the nanoseconds of the seal itself, and its
+//! load of the stop flag were stale across the whole deadline, could it
+//! start one more job of its batch before its CAS fails; that job is then
+//! counted abandoned, with the rest of the batch, and nothing is lost or
+//! counted twice.) Failures always take the CAS path, so an error message
+//! is recorded only for a job the report counts as failed.
 //!
 //! # How long a stuck job has run: stamped only once the stop began
 //!
@@ -161,6 +210,11 @@ pub(crate) struct Slot {
     /// `STAMPED | parity | nanoseconds since epoch` of the last job taken
     /// after the stop began; 0 before any.
     stamp: AtomicU64,
+    /// In a batch before the stop: the number of the job the worker is in,
+    /// while the word still says an earlier one of the same batch (module
+    /// doc, "Batches before the stop"). Written only by the worker, read by
+    /// the seal; 0 before any.
+    progress: AtomicU64,
     epoch: Instant,
 }
 
@@ -169,6 +223,7 @@ impl Slot {
         Slot {
             word: AtomicU64::new(IDLE),
             stamp: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             epoch,
         }
     }
@@ -228,16 +283,34 @@ impl Slot {
         self.cas(held.0, word).then_some(Running(word))
     }
 
-    /// `RUNNING(n) → RUNNING(n + 1)`: the job function of job *n* returned
-    /// and the worker starts the next job of the same batch. `None` if
-    /// sealed while job *n* ran: the joiner counted it abandoned, the worker
-    /// records nothing and gives the rest of the batch to the late list.
+    /// `RUNNING(n) → RUNNING(n + ran + 1)`: the job function of job
+    /// *n + ran* of a batch returned (after `ran` jobs run on, `run_on`; 0
+    /// outside a run) and the worker starts the next job of the same batch:
+    /// one CAS counts jobs *n* to *n + ran* as the worker's and takes the
+    /// one after them. `None` if sealed meanwhile: the joiner counted the
+    /// job abandoned (and the jobs run on too, unless it read them,
+    /// `ran_on`), the worker records nothing and gives the rest of the batch
+    /// to the late list.
     #[must_use]
-    pub(crate) fn next(&self, running: Running, stopping: bool) -> Option<Running> {
-        let number = ((running.0 & NUMBER_MASK) + 1) & NUMBER_MASK;
+    pub(crate) fn next_after(&self, running: Running, ran: u64, stopping: bool) -> Option<Running> {
+        let number = ((running.0 & NUMBER_MASK) + ran + 1) & NUMBER_MASK;
         self.stamp(number, stopping);
         let word = RUNNING | number;
         self.cas(running.0, word).then_some(Running(word))
+    }
+
+    /// In a batch before the stop, with no CAS: the `ran` jobs since the
+    /// word said `running` (job *n*) all returned `Ok`, and job *n + ran*
+    /// begins. One plain store of `progress` (`Release`, so a seal that
+    /// reads it also sees what those jobs did); the word keeps saying *n*
+    /// until `next_after` or `finish_after` counts them (module doc,
+    /// "Batches before the stop").
+    #[inline]
+    pub(crate) fn run_on(&self, running: &Running, ran: u64) {
+        self.progress.store(
+            ((running.0 & NUMBER_MASK) + ran) & NUMBER_MASK,
+            Ordering::Release,
+        );
     }
 
     /// `HELD → IDLE`: the worker gives the job back (hand-back). Returns
@@ -257,7 +330,14 @@ impl Slot {
     /// worker records nothing.
     #[must_use]
     pub(crate) fn finish(&self, running: Running) -> Option<Idle> {
-        let word = running.0 & NUMBER_MASK;
+        self.finish_after(running, 0)
+    }
+
+    /// `finish` after `ran` jobs run on (`run_on`): `RUNNING(n) →
+    /// IDLE(n + ran)`, which counts jobs *n* to *n + ran* as the worker's.
+    #[must_use]
+    pub(crate) fn finish_after(&self, running: Running, ran: u64) -> Option<Idle> {
+        let word = ((running.0 & NUMBER_MASK) + ran) & NUMBER_MASK;
         self.cas(running.0, word).then_some(Idle(word))
     }
 
@@ -287,6 +367,26 @@ impl Slot {
 }
 
 impl Slot {
+    /// After a seal that found `RUNNING(n)`: how many jobs the worker had
+    /// run on past job *n* (`run_on`), all returned `Ok` and none counted
+    /// yet; 0 if it was not running on. The word no longer changes once
+    /// sealed, and `progress` is read after the seal's RMW (`Acquire`,
+    /// pairing with `run_on`). A `progress` left from an earlier batch is
+    /// behind the word's number (every later word counts past it), so the
+    /// difference is then "negative" and reads as 0.
+    pub(crate) fn ran_on(&self) -> u64 {
+        let word = self.word.load(Ordering::Acquire);
+        if word & SEALED == 0 || word & STATE_MASK != RUNNING {
+            return 0;
+        }
+        let ran = self.progress.load(Ordering::Acquire).wrapping_sub(word) & NUMBER_MASK;
+        if ran < 1 << 60 {
+            ran
+        } else {
+            0
+        }
+    }
+
     /// `true` while the worker holds a job (`HELD` or `RUNNING`) and is not
     /// sealed: the job is in flight. A sealed worker's job is the joiner's
     /// (abandoned or counted by difference), so it is no longer in flight.
@@ -343,8 +443,14 @@ impl WorkerTally {
     /// for the snapshots (module doc, "The tally").
     #[inline]
     pub(crate) fn bump(&self, which: Counter) {
+        self.bump_by(which, 1);
+    }
+
+    /// Counts `n` outcomes of one kind at once (`bump`'s rules).
+    #[inline]
+    pub(crate) fn bump_by(&self, which: Counter, n: u64) {
         let c = self.counter(which);
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Release);
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Release);
     }
 
     /// Reads one counter (`Acquire`, pairing with `bump`).
@@ -365,6 +471,10 @@ pub(crate) struct Tally {
     abandoned: AtomicU64,
     /// Workers whose init failed.
     init_failed: AtomicUsize,
+    /// Successes of sealed workers that had run on in a batch and never
+    /// counted them (`Slot::ran_on`); added once per seal by the joiner,
+    /// and part of the `Succeeded` sum.
+    ran_on: AtomicU64,
 }
 
 impl Tally {
@@ -375,12 +485,25 @@ impl Tally {
             handed_back: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
             init_failed: AtomicUsize::new(0),
+            ran_on: AtomicU64::new(0),
         }
     }
 
-    /// The sum of one counter over every worker.
+    /// The sum of one counter over every worker (for `Succeeded`, with the
+    /// successes the seal found run on).
     pub(crate) fn sum(&self, which: Counter) -> u64 {
-        self.workers.iter().map(|w| w.get(which)).sum()
+        let extra = match which {
+            Counter::Succeeded => self.ran_on.load(Ordering::Acquire),
+            _ => 0,
+        };
+        self.workers.iter().map(|w| w.get(which)).sum::<u64>() + extra
+    }
+
+    /// The joiner counts `n` successes a sealed worker had run on.
+    pub(crate) fn add_ran_on(&self, n: u64) {
+        if n > 0 {
+            self.ran_on.fetch_add(n, Ordering::Release);
+        }
     }
 
     /// Workers holding a job right now (`Slot::is_busy`).
@@ -467,13 +590,68 @@ mod tests {
         let s = slot();
         let mut running = s.take_and_run(s.start(), false).unwrap();
         for _ in 0..5 {
-            running = s.next(running, false).unwrap();
+            running = s.next_after(running, 0, false).unwrap();
         }
         let idle = s.finish(running).unwrap();
         // The job number went on counting: six jobs taken.
         assert_eq!(idle.0, 6);
         let held = s.take(idle, false).unwrap();
         assert_eq!(held.0 & NUMBER_MASK, 7);
+    }
+
+    #[test]
+    fn jobs_run_on_are_counted_by_the_next_cas_and_the_word_numbers_them() {
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap(); // job 1
+        s.run_on(&running, 1); // job 1 Ok, in job 2
+        s.run_on(&running, 2); // job 2 Ok, in job 3
+        let running = s.next_after(running, 2, false).unwrap(); // job 3 ended
+        assert_eq!(running.0 & NUMBER_MASK, 4);
+        s.run_on(&running, 1); // job 4 Ok, in job 5
+        let idle = s.finish_after(running, 1).unwrap();
+        assert_eq!(idle.0, 5);
+        // Nothing sealed: nothing for the joiner to add.
+        assert_eq!(s.ran_on(), 0);
+    }
+
+    #[test]
+    fn a_seal_reads_the_jobs_run_on_and_only_those_of_the_running_batch() {
+        // Sealed while running on: jobs 1 and 2 returned Ok, 3 in flight.
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        s.run_on(&running, 1);
+        s.run_on(&running, 2);
+        assert!(matches!(s.seal(never()), Sealed::Running(_)));
+        assert_eq!(s.ran_on(), 2);
+        // The worker's next CAS fails, so it never counts them itself.
+        assert!(s.next_after(running, 2, false).is_none());
+        assert_eq!(s.ran_on(), 2);
+
+        // A `progress` left by an earlier batch is behind the word.
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        s.run_on(&running, 3);
+        let idle = s.finish_after(running, 3).unwrap(); // IDLE(4)
+        let _running = s.take_and_run(idle, false).unwrap(); // RUNNING(5)
+        assert!(matches!(s.seal(never()), Sealed::Running(_)));
+        assert_eq!(s.ran_on(), 0);
+
+        // Sealed right after a `next_after`: the new word is past `progress`.
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        s.run_on(&running, 1);
+        let _running = s.next_after(running, 1, false).unwrap(); // RUNNING(3)
+        assert!(matches!(s.seal(never()), Sealed::Running(_)));
+        assert_eq!(s.ran_on(), 0);
+
+        // Sealed idle or held: nothing ran on.
+        let s = slot();
+        let running = s.take_and_run(s.start(), false).unwrap();
+        s.run_on(&running, 2);
+        let idle = s.finish_after(running, 2).unwrap();
+        let _held = s.take(idle, false).unwrap();
+        assert!(matches!(s.seal(never()), Sealed::Held(_)));
+        assert_eq!(s.ran_on(), 0);
     }
 
     #[test]
@@ -497,9 +675,9 @@ mod tests {
         assert_eq!(s.seal(never()), Sealed::Again);
         let s = slot();
         let running = s.take_and_run(s.start(), false).unwrap();
-        let running = s.next(running, false).unwrap();
+        let running = s.next_after(running, 0, false).unwrap();
         assert!(matches!(s.seal(never()), Sealed::Running(_)));
-        assert!(s.next(running, false).is_none());
+        assert!(s.next_after(running, 0, false).is_none());
     }
 
     #[test]
@@ -528,7 +706,7 @@ mod tests {
     fn a_job_taken_before_the_stop_is_dated_from_the_stop() {
         let s = slot();
         let running = s.take_and_run(s.start(), false).unwrap();
-        let _running = s.next(running, false).unwrap();
+        let _running = s.next_after(running, 0, false).unwrap();
         let stop_began = Instant::now();
         assert_eq!(s.seal(stop_began), Sealed::Running(stop_began));
     }
@@ -543,35 +721,42 @@ mod tests {
         let prev = s.word.load(Ordering::Relaxed);
         s.stamp((prev & NUMBER_MASK) + 1, true);
         assert_eq!(s.seal(stop_began), Sealed::Running(stop_began));
-        assert!(s.next(running, true).is_none());
+        assert!(s.next_after(running, 0, true).is_none());
     }
 
     /// The paths a worker takes with a batch of `len` jobs (unkeyed): the
-    /// first by `take_and_run`, every later one by `next`, the last ended
-    /// by `finish`; or, stopping after `done` jobs, `finish` and a hand-back
-    /// of the rest (`take` + `release`).
+    /// first by `take_and_run`, every later one by `next_after` (or, with
+    /// `run_on`, by running on until the seal), the last ended by
+    /// `finish_after`; or, stopping after `done` jobs, `finish_after` and a
+    /// hand-back of the rest (`take` + `release`).
     #[derive(Clone, Copy, Debug)]
     enum BatchPath {
         All,
         HandBackAfter(usize),
     }
 
-    /// Runs one batch with a seal before step `seal_at` and returns (jobs
-    /// the worker counted, jobs it handed back, jobs it gave to the late
-    /// list, what the seal found).
-    fn batch_round(
-        len: usize,
-        path: BatchPath,
-        seal_at: usize,
-    ) -> Option<(usize, usize, usize, Sealed)> {
+    /// What one round counted: (jobs the worker counted, jobs it handed
+    /// back, jobs it gave to the late list, what the seal found, the jobs
+    /// the seal read as run on).
+    type Round = (usize, usize, usize, Sealed, usize);
+
+    /// Runs one batch with a seal before step `seal_at`. With `run_on`, a
+    /// job that is neither the last nor the stop point runs on into the
+    /// next without a CAS, until the seal: the seal comes after the stop,
+    /// and a worker that has seen the stop takes the CAS path (slot doc,
+    /// "Batches before the stop"), so the model switches to `next_after`
+    /// once sealed.
+    fn batch_round(len: usize, path: BatchPath, seal_at: usize, run_on: bool) -> Option<Round> {
         let s = slot();
         let mut step = 0;
         let mut sealed = None;
         let mut maybe_seal = |s: &Slot| {
             if step == seal_at {
-                sealed = Some(s.seal(never()));
+                let seal = s.seal(never());
+                sealed = Some((seal, s.ran_on() as usize));
             }
             step += 1;
+            sealed.is_some()
         };
         let (mut counted, mut back, mut late) = (0, 0, 0);
         let stop_after = match path {
@@ -585,15 +770,16 @@ mod tests {
                 break 'batch;
             };
             let mut done = 0;
+            let mut ran = 0;
             loop {
-                maybe_seal(&s); // the job runs
+                let seen = maybe_seal(&s); // the job runs
                 done += 1;
                 if done == len || done == stop_after {
-                    let Some(idle) = s.finish(running) else {
+                    let Some(idle) = s.finish_after(running, ran as u64) else {
                         late = len - done;
                         break 'batch;
                     };
-                    counted += 1;
+                    counted += ran + 1;
                     if done < len {
                         maybe_seal(&s);
                         let Some(held) = s.take(idle, true) else {
@@ -609,45 +795,62 @@ mod tests {
                     }
                     break 'batch;
                 }
-                let Some(r) = s.next(running, false) else {
+                if run_on && !seen {
+                    ran += 1;
+                    s.run_on(&running, ran as u64);
+                    continue;
+                }
+                let Some(r) = s.next_after(running, ran as u64, seen) else {
                     late = len - done;
                     break 'batch;
                 };
-                counted += 1;
+                counted += ran + 1;
+                ran = 0;
                 running = r;
             }
         }
         maybe_seal(&s);
         // `None` once `seal_at` is past the path's last step.
-        sealed.map(|seal| (counted, back, late, seal))
+        sealed.map(|(seal, ran_on)| (counted, back, late, seal, ran_on))
     }
 
-    /// Every interleaving of one batch's worker steps with one seal: every
-    /// job is counted once, by the worker, the hand-back list, or the
-    /// joiner (explicitly for the one it finds in the word, by difference
-    /// for the rest, which the worker brings to the late list).
+    /// Every interleaving of one batch's worker steps with one seal, with
+    /// and without running on: every job is counted once, by the worker,
+    /// the hand-back list, or the joiner (the jobs it reads as run on, the
+    /// one it finds in the word, and by difference the rest, which the
+    /// worker brings to the late list).
     #[test]
     fn exhaustive_interleavings_of_one_batch_and_one_seal() {
-        for len in 1..=4 {
-            let mut paths = vec![BatchPath::All];
-            paths.extend((1..len).map(BatchPath::HandBackAfter));
-            for path in paths {
-                for seal_at in 0..=3 * len + 2 {
-                    let Some((counted, back, late, seal)) = batch_round(len, path, seal_at) else {
-                        assert!(seal_at > len, "every step of {path:?} was tried");
-                        break;
-                    };
-                    let ctx = format!("len {len}, {path:?}, seal before step {seal_at}: {seal:?}");
-                    // By difference the joiner counts as abandoned
-                    // everything the worker and the list did not count.
-                    let by_difference = len - counted - back;
-                    // Of those, only a job the seal caught running really
-                    // ran on a thread given up on; every other one (held,
-                    // or the rest of the batch) went to the late list,
-                    // which hands it back: none is lost.
-                    let in_flight = usize::from(matches!(seal, Sealed::Running(_)));
-                    assert_eq!(by_difference, in_flight + late, "{ctx}");
-                    assert_ne!(seal, Sealed::Again, "{ctx}");
+        for run_on in [false, true] {
+            for len in 1..=4 {
+                let mut paths = vec![BatchPath::All];
+                paths.extend((1..len).map(BatchPath::HandBackAfter));
+                for path in paths {
+                    for seal_at in 0..=3 * len + 2 {
+                        let Some((counted, back, late, seal, ran_on)) =
+                            batch_round(len, path, seal_at, run_on)
+                        else {
+                            assert!(seal_at > len, "every step of {path:?} was tried");
+                            break;
+                        };
+                        let ctx = format!(
+                            "len {len}, {path:?}, run on {run_on}, seal before step {seal_at}: {seal:?}, {ran_on} run on"
+                        );
+                        // The seal counts as succeeded what it read as run
+                        // on; by difference it counts as abandoned
+                        // everything nobody counted.
+                        let by_difference = len - counted - back - ran_on;
+                        // Of those, only a job the seal caught running
+                        // really ran on a thread given up on; every other
+                        // one (held, or the rest of the batch) went to the
+                        // late list, which hands it back: none is lost.
+                        let in_flight = usize::from(matches!(seal, Sealed::Running(_)));
+                        assert_eq!(by_difference, in_flight + late, "{ctx}");
+                        assert_ne!(seal, Sealed::Again, "{ctx}");
+                        if !run_on {
+                            assert_eq!(ran_on, 0, "{ctx}");
+                        }
+                    }
                 }
             }
         }

@@ -470,7 +470,11 @@ impl<T> Submitter<T> {
     ///
     /// An empty batch is accepted and does nothing (unless the pool is
     /// closed). In [`PoolStats`] the jobs of a batch a worker holds count as
-    /// neither queued nor in flight, except the one it runs.
+    /// neither queued nor in flight, except the one it runs; in a pool
+    /// without a key function, the batch's jobs that returned `Ok` count as
+    /// succeeded once the batch ends, a job of it fails, or the stop begins
+    /// (until then the worker counts them in one word of its own, with no
+    /// atomic read-modify-write per job; the report is exact either way).
     ///
     /// # Errors
     ///

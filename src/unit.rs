@@ -117,7 +117,10 @@ pub struct PoolStats {
     /// Jobs a worker holds right now: running, or taken and about to run
     /// (or to be handed back). At most one per worker.
     pub in_flight: usize,
-    /// Jobs that returned `Ok(())`.
+    /// Jobs that returned `Ok(())`. For a batch
+    /// ([`Submitter::submit_batch`](crate::Submitter::submit_batch)) in a
+    /// pool without a key function, counted when the batch ends, one of
+    /// its jobs fails, or the stop begins.
     pub succeeded: u64,
     /// Jobs that returned `Err`.
     pub failed: u64,
