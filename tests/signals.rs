@@ -768,6 +768,8 @@ fn sigstop_across_the_deadline_does_not_wait_a_fresh_grace_after_sigcont() {
     // grace 100 ms, both from the trigger on the monotonic clock, which
     // runs on while the process is stopped.
     let args = [
+        "--workers",
+        "2",
         "--coop-stuck",
         "1",
         "--grace",
@@ -800,25 +802,49 @@ fn sigstop_across_the_deadline_does_not_wait_a_fresh_grace_after_sigcont() {
     assert!(hard_stop_ms >= 200.0, "{report:#}");
     // Both deadlines passed while the process was stopped, so on SIGCONT
     // the runtime fires the hard token and names the threads still in a
-    // job at once, with no kill grace left: item 1's worker may not have
-    // seen the hard token yet. It is then reported abandoned (and not
-    // succeeded), and finishes anyway, logging `done` from inside the job
-    // before or after the program logs `abandoned` (the two threads race).
-    // Only item 1 may show both.
-    let item1 = ledger.events.get(&1).cloned().unwrap_or_default();
+    // job at once, with no kill grace left. Any job in flight then may not
+    // have seen it yet — item 1's worker, and the other worker if it was
+    // inside an item's 1 ms of work when the process stopped (its work
+    // resumes with its time already spent). Such a job is reported
+    // abandoned (and not succeeded) and finishes anyway, logging `done`
+    // from inside the job before or after the program logs `abandoned`
+    // (the two threads race). Each one must be named stuck; item 1 must be
+    // one of them or have finished.
     let both =
         |x: &str, y: &str| (x == "done" && y == "abandoned") || (x == "abandoned" && y == "done");
-    match item1.as_slice() {
-        [s, d] if s == "start" && d == "done" => {}
-        [s, x, y] if s == "start" && both(x, y) => {
-            println!("item 1 was named stuck with no kill grace left, then finished");
-            assert_eq!(report["stuck"][0]["job_key"], "1", "{report:#}");
-            ledger
-                .events
-                .insert(1, vec!["start".into(), "abandoned".into()]);
+    let named_stuck: Vec<String> = report["stuck"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|t| t["job_key"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut raced = Vec::new();
+    for (id, events) in ledger.events.iter_mut() {
+        if let [s, x, y] = events.as_slice() {
+            if s == "start" && both(x, y) {
+                assert!(
+                    named_stuck.contains(&id.to_string()),
+                    "item {id} finished after it was counted abandoned, but is not named stuck: {report:#}"
+                );
+                *events = vec!["start".into(), "abandoned".into()];
+                raced.push(*id);
+            }
         }
+    }
+    if !raced.is_empty() {
+        println!("items {raced:?} were named stuck with no kill grace left, then finished");
+    }
+    let item1 = ledger.events.get(&1).cloned().unwrap_or_default();
+    match item1.as_slice() {
+        [s, d] if s == "start" && (d == "done" || d == "abandoned") => {}
         other => panic!("item 1: {other:?}\n{context}"),
     }
+    assert!(
+        raced.len() <= 2,
+        "at most one job per worker (2): {raced:?}"
+    );
     assert_consistent(run.items, &ledger, &report);
     // A fresh grace + kill grace from SIGCONT would be 300 ms.
     assert!(latency < BOUND_AFTER_SIGCONT, "{context}");
