@@ -35,7 +35,7 @@ impl Batch {
     }
 
     /// Starts `wrapper… batch [--quiet] --items N --ledger … --report …
-    /// args…` without waiting for `ready` (the wrapper may be `nohup`, a
+    /// [--workers 2] args…` without waiting for `ready` (the wrapper may be `nohup`, a
     /// shell, `timeout`). If this test process inherited one of the batch
     /// signals as ignored, `env --default-signal` comes first, so the child
     /// starts from the default dispositions (plus what the wrapper sets).
@@ -65,6 +65,11 @@ impl Batch {
             "--report".to_owned(),
             dir.path().join("report.json").display().to_string(),
         ]);
+        // The example's default is one worker per core; a test that does
+        // not choose gets 2, whatever machine it runs on.
+        if !args.contains(&"--workers") {
+            argv.extend(["--workers".to_owned(), "2".to_owned()]);
+        }
         argv.extend(args.iter().map(|a| (*a).to_owned()));
         let child = Child::spawn(Path::new(&argv[0]), &argv[1..], &dir.path().join("stderr"));
         Batch { child, dir, items }
