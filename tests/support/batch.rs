@@ -35,10 +35,11 @@ impl Batch {
     }
 
     /// Starts `wrapper… batch [--quiet] --items N --ledger … --report …
-    /// [--workers 2] args…` without waiting for `ready` (the wrapper may be `nohup`, a
-    /// shell, `timeout`). If this test process inherited one of the batch
-    /// signals as ignored, `env --default-signal` comes first, so the child
-    /// starts from the default dispositions (plus what the wrapper sets).
+    /// [--workers 2] args…` without waiting for `ready` (the wrapper may
+    /// be `nohup`, a shell, `timeout`). If this test process inherited one
+    /// of the batch signals as ignored, `env --default-signal` comes first,
+    /// so the child starts from the default dispositions (plus what the
+    /// wrapper sets).
     pub fn launch(
         dir: tempfile::TempDir,
         ledger: &str,
